@@ -1,0 +1,114 @@
+"""The test kit: pytest fixtures and dummy components for SigerLM and its plugins.
+
+Use it from a plugin's ``conftest.py``::
+
+    pytest_plugins = ["sigerlm.testing"]
+
+Fixtures:
+
+- ``plugin_manager``: a fresh manager with core's built-in plugin only
+  (``make_plugin_manager(load="none")``); add the plugins a test needs with ``add_plugin``;
+- ``tiny_config``: ``SigerConfig.from_profile("tiny")``;
+- ``run_manifest``: runs a manifest (a dict or a file) with ``plugin_manager`` in a temporary
+  folder and returns the ``RunResult``.
+
+The session pins torch to one thread (the test machines have two shared cores).
+This module imports pytest only when pytest is installed, and never imports torch itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sigerlm.plugins import PluginRecord, SigerPluginManager, make_plugin_manager
+
+
+def add_plugin(pm: SigerPluginManager, plugin: ModuleType | str | Any, name: str | None = None) -> str:
+    """Register a hooks module (or its import path) on ``pm`` as a plugin; raise if it fails."""
+    module = importlib.import_module(plugin) if isinstance(plugin, str) else plugin
+    name = name or getattr(module, "__name__", type(module).__name__).split(".")[0]
+    record = PluginRecord(name, getattr(module, "__name__", repr(module)))
+    if not pm.load_module(module, name, record):
+        raise AssertionError(f"plugin {name} failed to register: {record.error}")
+    bad = pm.unspecified_hookimpls().get(name)
+    if bad:
+        raise AssertionError(f"plugin {name} implements unknown hooks: {bad}")
+    pm.components  # noqa: B018 - surface registration errors now
+    if record.error:
+        raise AssertionError(f"plugin {name} failed: {record.error}")
+    return name
+
+
+def run_manifest_with(
+    pm: SigerPluginManager,
+    manifest: dict[str, Any] | str | Path,
+    out_dir: str | Path,
+    overrides: tuple[str, ...] | list[str] = (),
+    **kwargs: Any,
+):
+    from sigerlm.manifest import load_manifest
+    from sigerlm.run import execute
+
+    resolved, pm = load_manifest(manifest, overrides, pm=pm)
+    return execute(resolved, pm, out_dir=out_dir, **kwargs)
+
+
+try:
+    import pytest
+except ImportError:  # the kit's components work without pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    def pytest_configure(config: Any) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(1)
+
+    @pytest.fixture
+    def plugin_manager() -> SigerPluginManager:
+        """A fresh plugin manager holding only core's built-in plugin."""
+        return make_plugin_manager(load="none")
+
+    @pytest.fixture
+    def tiny_config():
+        from sigerlm.model.config import SigerConfig
+
+        return SigerConfig.from_profile("tiny")
+
+    @pytest.fixture
+    def run_manifest(plugin_manager: SigerPluginManager, tmp_path: Path):
+        """``run_manifest(manifest, overrides=(), out_dir=None, resume=False, force=False)``."""
+
+        def run(manifest, overrides=(), out_dir=None, **kwargs):
+            return run_manifest_with(plugin_manager, manifest, out_dir or tmp_path / "run", overrides, **kwargs)
+
+        return run
+
+
+def check_entry_point(name: str, distribution: str) -> SigerPluginManager:
+    """Assert that ``distribution`` is installed with entry point ``name`` in the ``sigerlm``
+    group, that its hooks module loads, and that every hook it implements matches a spec.
+    Returns a manager with core and that plugin loaded."""
+    from importlib import metadata
+
+    from sigerlm.plugins import ENTRY_POINT_GROUP
+
+    eps = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    assert eps, f"no '{name}' entry point in group '{ENTRY_POINT_GROUP}': is {distribution} installed?"
+    ep = eps[0]
+    assert ep.dist is not None and ep.dist.name == distribution, (
+        f"entry point '{name}' belongs to {ep.dist.name if ep.dist else None}, not {distribution}"
+    )
+    pm = make_plugin_manager(load=[name], required=[name], strict=True)
+    record = pm.records[name]
+    assert record.loaded, record.error
+    assert record.distribution == distribution
+    return pm

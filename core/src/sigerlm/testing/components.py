@@ -1,0 +1,153 @@
+"""Dummy components that let a manifest run with core alone (and plugin tests run in isolation).
+
+- block ``identity``: returns its input; has the decode-state interface of a real block;
+- adapter ``random-embedding``: embeds random token ids, projects back to logits, next-token loss;
+- dataset ``random-tokens``: seeded batches of random token ids, a different shard per rank;
+- step ``record-calls``: records each call in ``run.state["record-calls"]`` and, when asked,
+  pushes batches through the model and reports their loss.
+
+torch is imported inside the factories, never at module import.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IdentityBlockOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RandomEmbeddingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(64, ge=2, description="Token ids are in [0, vocab_size).")
+
+
+class RandomTokensOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(64, ge=2)
+    seq_len: int = Field(16, ge=2)
+    batch_size: int = Field(2, ge=1)
+    num_batches: int = Field(4, ge=1, description="Batches per pass over the dataset.")
+
+
+class RecordCallsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: str | None = Field(None, description="Read batches from this data split.")
+    batches: int = Field(1, ge=0, description="How many batches to read (and score, with a model).")
+    note: str = ""
+
+
+def identity_block(config: Any, layer_idx: int) -> Any:
+    """A block that returns its input unchanged."""
+    from torch import nn
+
+    class IdentityBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer_idx = layer_idx
+
+        def forward(self, hidden_states):  # (b, l, d) -> (b, l, d)
+            return hidden_states
+
+        def init_state(self, batch_size: int, device=None, dtype=None):
+            return ()
+
+        def step(self, x, state):  # (b, d) -> (b, d)
+            return x, state
+
+    return IdentityBlock()
+
+
+def random_embedding(config: Any, vocab_size: int) -> Any:
+    """Token embedding and an untied head around the backbone (a dummy text-like adapter)."""
+    import torch
+    from torch import nn
+
+    d_model = config.d_model if config is not None else 16
+
+    class RandomEmbedding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vocab_size = vocab_size
+            self.embedding = nn.Embedding(vocab_size, d_model)
+            self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+
+        def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+            return self.embedding(batch["input_ids"])  # (b, l, d)
+
+        def head(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            return self.lm_head(hidden_states)  # (b, l, vocab)
+
+        def loss(self, batch: dict[str, Any], hidden_states: torch.Tensor) -> torch.Tensor:
+            logits = self.head(hidden_states[:, :-1])
+            targets = batch["input_ids"][:, 1:]
+            return nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+
+    return RandomEmbedding()
+
+
+class RandomTokens:
+    """Seeded random token batches; iterating twice gives the same batches."""
+
+    def __init__(self, seed: int, rank: int, vocab_size: int, seq_len: int, batch_size: int, num_batches: int):
+        self.seed = seed + 1_000_003 * rank
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.batch_size, self.num_batches = batch_size, num_batches
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.num_batches):
+            ids = torch.randint(0, self.vocab_size, (self.batch_size, self.seq_len), generator=generator)
+            yield {"input_ids": ids}
+
+
+def random_tokens(run: Any, vocab_size: int, seq_len: int, batch_size: int, num_batches: int) -> RandomTokens:
+    """Random token ids, a different seeded shard per rank."""
+    return RandomTokens(run.seed, run.rank, vocab_size, seq_len, batch_size, num_batches)
+
+
+def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[str, Any]:
+    """Record this call; read (and, with a model, score) a few batches."""
+    calls = run.state.setdefault("record-calls", [])
+    entry: dict[str, Any] = {"call": len(calls), "note": note, "resume": run.resume, "split": split}
+    out: dict[str, Any] = {"calls": len(calls) + 1}
+    if split is not None and batches:
+        import torch
+
+        model = None
+        if run.manifest.model is not None and run.manifest.model.adapter is not None:
+            torch.manual_seed(run.seed)
+            adapter = run.component("model", "adapter").build(run.resolved.config)
+            blocks = [run.component("model", "block").build(run.resolved.config, i) for i in range(run.resolved.config.n_layers)]
+            model = (adapter, blocks)
+        tokens, losses = 0, []
+        for i, batch in enumerate(run.dataset(split)):
+            if i >= batches:
+                break
+            tokens += int(batch["input_ids"].numel())
+            if model is not None:
+                adapter, blocks = model
+                with torch.no_grad():
+                    hidden = adapter.embed(batch)
+                    for block in blocks:
+                        hidden = block(hidden)
+                    losses.append(float(adapter.loss(batch, hidden)))
+        out["tokens"] = tokens
+        entry["tokens"] = tokens
+        if losses:
+            out["loss"] = sum(losses) / len(losses)
+            out["perplexity"] = math.exp(out["loss"])
+    calls.append(entry)
+    return out

@@ -1,0 +1,16 @@
+"""The installed distribution exposes its hooks module, and its hooks match the specs."""
+
+import subprocess
+import sys
+
+from sigerlm.testing import check_entry_point
+
+
+def test_entry_point_loads_and_matches_specs():
+    pm = check_entry_point("text", "sigerlm-text")
+    assert pm.records["text"].module == "sigerlm_text.hooks"
+
+
+def test_hooks_module_does_not_import_torch():
+    code = "import sys, sigerlm_text.hooks; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
