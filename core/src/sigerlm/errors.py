@@ -59,8 +59,15 @@ class ManifestError(SigerError):
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The most similar choice to ``word``, or None when nothing is close."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    choices = list(choices)
+    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if matches:
+        return matches[0]
+    # swapped letters ("tyni" for "tiny") score low with difflib but are the commonest typo
+    for choice in choices:
+        if len(choice) == len(word) and sorted(choice) == sorted(word):
+            return choice
+    return None
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

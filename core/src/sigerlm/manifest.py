@@ -215,6 +215,17 @@ def read_manifest(path: str | Path, overrides: Iterable[str] = ()) -> ManifestSo
     return source
 
 
+def _is_component_path(parts: Sequence[str | int]) -> bool:
+    """Whether a path points at a component (where ``name`` is short for ``{use: name}``)."""
+    p = tuple(parts)
+    return (
+        (len(p) == 2 and p[0] == "steps" and isinstance(p[1], int))
+        or (len(p) == 2 and p[0] == "data")
+        or p in (("model", "block"), ("model", "adapter"))
+        or (len(p) == 3 and p[:2] == ("model", "transforms") and isinstance(p[2], int))
+    )
+
+
 def apply_overrides(source: ManifestSource, overrides: Iterable[str]) -> None:
     """Apply ``--set key.path=value`` (the value is parsed as YAML: numbers, lists, ...)."""
     for item in overrides:
@@ -237,6 +248,12 @@ def apply_overrides(source: ManifestSource, overrides: Iterable[str]) -> None:
                 if part not in target or target[part] is None:
                     target[part] = [] if isinstance(nxt, int) else {}
                 target = target[part]
+            if isinstance(target, str) and not isinstance(nxt, int) and _is_component_path(parts[: i + 1]):
+                # a component written as just its name: setting an option expands it to {use: name}
+                parent = source.data
+                for p in parts[:i]:
+                    parent = parent[p]
+                parent[part] = target = {"use": target}
         last = parts[-1]
         if isinstance(last, int):
             if not isinstance(target, list) or last >= len(target):

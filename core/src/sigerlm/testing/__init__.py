@@ -112,3 +112,35 @@ def check_entry_point(name: str, distribution: str) -> SigerPluginManager:
     assert record.loaded, record.error
     assert record.distribution == distribution
     return pm
+
+
+def write_distribution(
+    site: str | Path,
+    distribution: str,
+    modules: dict[str, str],
+    entry_points: dict[str, str],
+    version: str = "0.1.0",
+) -> Path:
+    """Lay out an installed distribution in ``site`` (a folder to put on ``sys.path`` or
+    ``PYTHONPATH``): its modules and a ``.dist-info`` with ``sigerlm`` entry points. This is
+    how a test installs a plugin (a broken one, say) without pip.
+
+    ``modules`` maps dotted module names to source; ``entry_points`` maps entry-point names to
+    module paths.
+    """
+    site = Path(site)
+    for dotted, source in modules.items():
+        parts = dotted.split(".")
+        folder = site.joinpath(*parts[:-1])
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(1, len(parts)):
+            init = site.joinpath(*parts[:i], "__init__.py")
+            if not init.exists():
+                init.write_text("")
+        (folder / f"{parts[-1]}.py").write_text(source)
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    lines = ["[sigerlm]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return site
