@@ -170,4 +170,5 @@ def test_schema_describes_the_format():
     schema = manifest_json_schema()
     assert schema["required"] == ["siger", "name", "steps"]
     assert schema["additionalProperties"] is False
-    assert schema["$defs"]["ComponentSpec"]["additionalProperties"] is True
+    assert schema["$defs"]["ComponentOptions"]["additionalProperties"] is True
+    assert schema["$defs"]["ComponentSpec"]["anyOf"][0]["type"] == "string"

@@ -117,6 +117,16 @@ class Manifest(BaseModel):
 def manifest_json_schema() -> dict[str, Any]:
     """The JSON schema of the manifest format (what ``registry/schema`` holds)."""
     schema = Manifest.model_json_schema()
+    # a component may also be written as just its name
+    spec = schema["$defs"].pop("ComponentSpec")
+    schema["$defs"]["ComponentOptions"] = spec
+    schema["$defs"]["ComponentSpec"] = {
+        "anyOf": [
+            {"type": "string", "pattern": spec["properties"]["use"]["pattern"]},
+            {"$ref": "#/$defs/ComponentOptions"},
+        ],
+        "description": "A component: its name, or {use: name, ...options}.",
+    }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://sigerlm.dev/schema/manifest.schema.json"
     return schema

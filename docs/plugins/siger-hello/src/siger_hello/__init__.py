@@ -1,0 +1,1 @@
+"""siger-hello: an example SigerLM plugin."""

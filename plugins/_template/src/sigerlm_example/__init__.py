@@ -1,0 +1,1 @@
+"""sigerlm-example: replace this line with what the plugin adds."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install SigerLM's core and every first-party plugin into it,
+# editable, with their test extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# The CPU build of torch first: a looser requirement would make pip fetch a CUDA build.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+  -e "./core[test]" \
+  -e "./plugins/text[test]" \
+  -e "./plugins/moe[test]" \
+  -e "./plugins/lampung[test]" \
+  -e "./plugins/serving[test]"
