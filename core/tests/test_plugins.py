@@ -111,8 +111,10 @@ def test_blocked_plugin_that_is_required_is_an_error(site, monkeypatch):
 
 def test_missing_plugin_names_the_install_command(site):
     install(site, "good", GOOD)
-    with pytest.raises(PluginLoadError, match=r"plugin 'godo' is not installed; did you mean 'good'\? install it with `pip install sigerlm-godo`"):
+    with pytest.raises(PluginLoadError, match=r"plugin 'godo' is not installed; did you mean 'good'\?$"):
         make_plugin_manager(load=["godo"], required=["godo"])
+    with pytest.raises(PluginLoadError, match=r"plugin 'vision' is not installed; install it with `pip install sigerlm-vision`"):
+        make_plugin_manager(load=["vision"], required=["vision"])
 
 
 def test_misspelled_hook_implementation_fails_loudly(site, monkeypatch):

@@ -233,8 +233,7 @@ def make_plugin_manager(
                 hint = closest(name, available)
                 problems.append(
                     f"plugin '{name}' is not installed; "
-                    + (f"did you mean '{hint}'? " if hint else "")
-                    + f"install it with `pip install sigerlm-{name}`"
+                    + (f"did you mean '{hint}'?" if hint else f"install it with `pip install sigerlm-{name}`")
                 )
             continue
         dist = ep.dist

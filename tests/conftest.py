@@ -1,0 +1,5 @@
+from pathlib import Path
+
+pytest_plugins = ["sigerlm.testing"]
+
+ROOT = Path(__file__).resolve().parents[1]

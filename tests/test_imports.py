@@ -1,0 +1,20 @@
+"""No plugin's hooks module imports torch (``siger --help`` must stay fast)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sigerlm.plugins import installed_entry_points
+
+PLUGINS = sorted(installed_entry_points().items())
+
+
+def test_first_party_plugins_are_installed():
+    assert {"text", "moe", "lampung", "serving"} <= {name for name, _ in PLUGINS}
+
+
+@pytest.mark.parametrize("name, ep", PLUGINS, ids=[n for n, _ in PLUGINS])
+def test_hooks_module_is_light(name, ep):
+    code = f"import sys, {ep.value}; assert 'torch' not in sys.modules, 'torch imported by {ep.value}'"
+    subprocess.run([sys.executable, "-c", code], check=True)
