@@ -1,9 +1,8 @@
 """Core's own plugin (registered as ``core``): the components that ship with ``sigerlm``.
 
-For now these are the test kit's components, so that a manifest runs with core alone:
-block ``identity``, adapter ``random-embedding``, dataset ``random-tokens`` and step
-``record-calls``. The SSM block, the ``train`` step and the ``torch`` runtime join them as the
-backbone and training land.
+The selective-SSM block ``ssm``, and the test kit's components, so that a manifest runs with
+core alone: block ``identity``, adapter ``random-embedding``, dataset ``random-tokens`` and
+step ``record-calls``. Factories import torch when they are called, not here.
 """
 
 from __future__ import annotations
@@ -12,8 +11,16 @@ from sigerlm.hookspecs import hookimpl
 from sigerlm.testing import components as kit
 
 
+def _ssm_block(config, layer_idx):
+    """The selective state-space block (Mamba order and names)."""
+    from sigerlm.model.block import SSMBlock
+
+    return SSMBlock(config, layer_idx)
+
+
 @hookimpl
 def register_blocks(register):
+    register("ssm", _ssm_block)
     register("identity", kit.identity_block, options=kit.IdentityBlockOptions)
 
 

@@ -14,7 +14,7 @@ from sigerlm.errors import SigerError, did_you_mean
 
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("silu", "gelu", "relu")
-SCANS = ("reference", "chunked")
+SCANS = ("reference", "chunked", "fused")
 
 
 class ConfigError(SigerError, ValueError):
@@ -38,7 +38,7 @@ class SigerConfig:
     norm_eps: float = 1e-5
     activation: str = "silu"  # silu | gelu | relu
     max_seq_len: int = 128  # the training window
-    scan: str = "chunked"  # selective-scan back-end: chunked (fast) | reference (loop)
+    scan: str = "fused"  # selective-scan back-end: fused (C++ kernel) | chunked (pure PyTorch) | reference (loop)
     block: str = "ssm"  # the registered block every layer uses
     model_alias: str | None = None  # public identity SIGER-<ALIAS>
     profile: str | None = field(default=None, compare=False)  # the profile this came from

@@ -53,8 +53,8 @@ def identity_block(config: Any, layer_idx: int) -> Any:
             super().__init__()
             self.layer_idx = layer_idx
 
-        def forward(self, hidden_states):  # (b, l, d) -> (b, l, d)
-            return hidden_states
+        def forward(self, hidden_states, state=None, return_state=False):  # (b, l, d) -> (b, l, d)
+            return (hidden_states, ()) if return_state else hidden_states
 
         def init_state(self, batch_size: int, device=None, dtype=None):
             return ()

@@ -1,0 +1,162 @@
+"""The selective-SSM block, in the order and with the names of state-spaces' Mamba.
+
+Glossary: ``b`` batch, ``l`` sequence length, ``d`` model width (``d_model``), ``d_inner``
+expanded width (``expand * d``), ``n`` state size, ``r`` rank of the dt projection, ``k``
+convolution width.
+
+    hidden -> norm -> in_proj -> (x, z)
+    x -> causal depthwise conv1d -> act -> x_proj -> (dt, B, C)
+    dt -> dt_proj -> softplus
+    y = selective_scan(x, dt, A = -exp(A_log), B, C, D)
+    out = out_proj(y * act(z)) -> dropout -> + hidden
+
+A block's decode state is ``(conv, ssm)``: the last ``k - 1`` inputs of the convolution
+``(b, d_inner, k - 1)`` and the SSM state ``(b, d_inner, n)``. Neither grows with the sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sigerlm.model.config import SigerConfig
+from sigerlm.model.scan import selective_scan
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
+
+SSMState = tuple[Tensor, Tensor]  # conv (b, d_inner, k - 1), ssm (b, d_inner, n)
+
+
+def no_weight_decay(*params: nn.Parameter) -> None:
+    """Tag parameters the optimizer must not decay (norms, biases, A_log, D, embeddings)."""
+    for p in params:
+        p._no_weight_decay = True  # type: ignore[attr-defined]
+
+
+def make_norm(config: SigerConfig, device: Any = None, dtype: Any = None) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        norm: nn.Module = nn.RMSNorm(config.d_model, eps=config.norm_eps, device=device, dtype=dtype)
+    else:
+        norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device, dtype=dtype)
+    no_weight_decay(*norm.parameters())
+    return norm
+
+
+class SSMMixer(nn.Module):
+    """The selective state-space mixer (Mamba's ``mixer``)."""
+
+    def __init__(self, config: SigerConfig, layer_idx: int = 0, device: Any = None, dtype: Any = None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.layer_idx = layer_idx
+        self.d_inner, self.d_state, self.d_conv = config.d_inner, config.d_state, config.d_conv
+        self.dt_rank = config.dt_rank_value
+        self.scan = config.scan
+        self.act = ACTIVATIONS[config.activation]
+        d, di, n, r = config.d_model, self.d_inner, self.d_state, self.dt_rank
+
+        self.in_proj = nn.Linear(d, 2 * di, bias=False, **kw)
+        # padding is applied in forward, from zeros or from the decode state
+        self.conv1d = nn.Conv1d(di, di, kernel_size=self.d_conv, groups=di, bias=True, **kw)
+        self.x_proj = nn.Linear(di, r + 2 * n, bias=False, **kw)
+        self.dt_proj = nn.Linear(r, di, bias=True, **kw)
+        self.A_log = nn.Parameter(torch.empty(di, n, **kw))
+        self.D = nn.Parameter(torch.empty(di, **kw))
+        self.out_proj = nn.Linear(di, d, bias=False, **kw)
+        no_weight_decay(self.A_log, self.D, self.conv1d.bias, self.dt_proj.bias)
+        self.reset_parameters(config)
+
+    @torch.no_grad()
+    def reset_parameters(self, config: SigerConfig) -> None:
+        # dt_proj: weight uniform in +-dt_scale / sqrt(r); bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
+        std = self.dt_rank**-0.5 * config.dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
+        ).clamp(min=config.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        # S4D-real: A = -(1, 2, ..., n) for every channel
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+        # out_proj writes into the residual stream: scale by 1/sqrt(2 * n_layers)
+        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
+        self.out_proj.weight /= math.sqrt(2 * config.n_layers)
+
+    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x_dbl = self.x_proj(x)  # (..., r + 2n)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))  # (..., d_inner)
+        return dt, B, C
+
+    def forward(self, hidden_states: Tensor, state: SSMState | None = None) -> tuple[Tensor, SSMState]:
+        b, l, _ = hidden_states.shape
+        xz = self.in_proj(hidden_states)  # (b, l, 2 * d_inner)
+        x, z = xz.chunk(2, dim=-1)  # (b, l, d_inner) each
+        conv_state = state[0] if state is not None else x.new_zeros(b, self.d_inner, self.d_conv - 1)
+        x = torch.cat([conv_state, x.transpose(1, 2)], dim=2)  # (b, d_inner, k - 1 + l)
+        new_conv_state = x[:, :, -(self.d_conv - 1) :] if self.d_conv > 1 else conv_state
+        x = F.conv1d(x, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)  # (b, d_inner, l)
+        x = self.act(x).transpose(1, 2)  # (b, l, d_inner)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())  # (d_inner, n)
+        y, ssm_state = selective_scan(
+            x, dt, A, B, C, self.D, None if state is None else state[1], backend=self.scan
+        )  # (b, l, d_inner), (b, d_inner, n)
+        y = y * self.act(z)
+        return self.out_proj(y), (new_conv_state, ssm_state)  # (b, l, d)
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> SSMState:
+        device = device or self.A_log.device
+        dtype = dtype or self.A_log.dtype
+        return (
+            torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
+            torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype),
+        )
+
+    def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
+        """One position: ``(b, d)`` in, ``(b, d)`` out; cost independent of what came before."""
+        conv_state, h = state
+        xz = self.in_proj(hidden_states)  # (b, 2 * d_inner)
+        x, z = xz.chunk(2, dim=-1)  # (b, d_inner) each
+        window = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)  # (b, d_inner, k)
+        x = (window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias  # (b, d_inner)
+        x = self.act(x)
+        dt, B, C = self._ssm_inputs(x)  # (b, d_inner), (b, n), (b, n)
+        A = -torch.exp(self.A_log.float())
+        h = torch.exp(dt.unsqueeze(-1) * A) * h + (dt * x).unsqueeze(-1) * B.unsqueeze(1)  # (b, d_inner, n)
+        y = (h * C.unsqueeze(1)).sum(-1) + self.D * x  # (b, d_inner)
+        y = y * self.act(z)
+        return self.out_proj(y), (window[:, :, 1:], h)
+
+
+class SSMBlock(nn.Module):
+    """Pre-norm residual block: ``hidden + dropout(mixer(norm(hidden)))``."""
+
+    def __init__(self, config: SigerConfig, layer_idx: int = 0, device: Any = None, dtype: Any = None):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.norm = make_norm(config, device, dtype)
+        self.mixer = SSMMixer(config, layer_idx, device, dtype)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: Tensor, state: SSMState | None = None, return_state: bool = False):
+        out, new_state = self.mixer(self.norm(hidden_states), state)
+        hidden_states = hidden_states + self.dropout(out)
+        return (hidden_states, new_state) if return_state else hidden_states
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> SSMState:
+        return self.mixer.init_state(batch_size, device, dtype)
+
+    def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
+        out, state = self.mixer.step(self.norm(hidden_states), state)
+        return hidden_states + out, state
+
+
+def ssm_block(config: SigerConfig, layer_idx: int) -> SSMBlock:
+    """The selective-SSM block (Mamba order and names)."""
+    return SSMBlock(config, layer_idx)

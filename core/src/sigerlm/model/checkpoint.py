@@ -1,0 +1,177 @@
+"""Model folders: ``config.json`` + ``model.safetensors`` (+ files adapters add), written atomically.
+
+``config.json`` holds the format version, the public identity, the backbone's ``SigerConfig``,
+the adapter that wraps it, the plugins (and versions) used, and the tokenizer's hash when the
+adapter has one. Weights are safetensors only: no pickle is ever loaded from a user's file.
+
+Loading checks everything before it touches a model: a truncated file names the first tensor
+whose bytes are missing; missing, unexpected and mis-shaped tensors are listed by name.
+Checkpoints written before ``norm_type`` existed, whose norms carry a LayerNorm bias, load
+with ``norm_type=layernorm``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sigerlm.errors import SigerError
+from sigerlm.io import atomic_directory
+from sigerlm.model.config import ConfigError, SigerConfig
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+log = logging.getLogger("sigerlm.model")
+
+
+class CheckpointError(SigerError):
+    """A model folder is missing, damaged or does not fit the model; the message names what."""
+
+
+def save_model_folder(
+    path: str | Path,
+    tensors: Mapping[str, Tensor],
+    config: SigerConfig,
+    *,
+    adapter: Mapping[str, Any] | None = None,
+    plugins: Mapping[str, str] | None = None,
+    tokenizer_hash: str | None = None,
+    extra_files: Mapping[str, bytes | str] | None = None,
+) -> Path:
+    """Write a model folder atomically: the old folder stays whole until the new one is."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "identity": config.identity,
+        "model_type": "siger",
+        "backbone": config.to_dict(),
+        "adapter": dict(adapter) if adapter is not None else None,
+        "plugins": dict(plugins or {}),
+        "tokenizer_hash": tokenizer_hash,
+    }
+    tensors = {name: t.detach().contiguous() for name, t in tensors.items()}
+    with atomic_directory(path) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION), "identity": config.identity})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        for name, content in (extra_files or {}).items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            (tmp / name).write_bytes(data)
+    return path
+
+
+def read_header(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The tensor table of a safetensors file, checked against the file's size."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise CheckpointError(f"{path}: truncated or not a safetensors file (header of {length} bytes in {size})")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: damaged safetensors header ({exc})") from None
+    header.pop("__metadata__", None)
+    data = size - 8 - length
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, end = info["data_offsets"]
+        if end > data:
+            raise CheckpointError(
+                f"{path}: truncated: tensor '{name}' needs bytes {begin}-{end} of the data but the file has {data}"
+            )
+    return header
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Load every tensor of a safetensors file (after checking it is whole)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    read_header(path)
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: cannot read weights: {exc}") from None
+
+
+def read_config(path: str | Path) -> tuple[SigerConfig, dict[str, Any]]:
+    """The ``SigerConfig`` of a model folder and the rest of its ``config.json``."""
+    folder = Path(path)
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{folder}: not a SigerLM model folder ({CONFIG_FILE} is missing)")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format_version {version!r}; this SigerLM reads {FORMAT_VERSION}")
+    values = dict(meta.get("backbone") or {})
+    if "norm_type" not in values:
+        # written before norm_type existed: the original SigerLM used LayerNorm (with a bias)
+        names = read_header(folder / WEIGHTS_FILE)
+        if any(n.endswith(("norm.bias", "norm_f.bias")) for n in names):
+            log.info("%s: norms carry a bias: loading with norm_type=layernorm", folder)
+            values["norm_type"] = "layernorm"
+    try:
+        config = SigerConfig.from_dict(values)
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: {exc}") from None
+    return config, meta
+
+
+def load_state(module: nn.Module, tensors: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
+    """Copy tensors into a module after checking names and shapes; the error lists each problem."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = [
+        f"'{name}' is {tuple(tensors[name].shape)} in the {source} but {tuple(expected[name].shape)} in the model"
+        for name in sorted(set(expected) & set(tensors))
+        if tuple(tensors[name].shape) != tuple(expected[name].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append("missing tensors: " + ", ".join(f"'{n}'" for n in missing))
+    if unexpected:
+        problems.append("unexpected tensors: " + ", ".join(f"'{n}'" for n in unexpected))
+    problems += mismatched
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, value in expected.items():
+            value.copy_(tensors[name])
+
+
+def save_backbone(path: str | Path, backbone: nn.Module, **meta: Any) -> Path:
+    """Save a backbone alone (its tensors under ``backbone.``)."""
+    tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    return save_model_folder(path, tensors, backbone.config, **meta)
+
+
+def load_backbone(path: str | Path, plugin_manager: Any = None) -> nn.Module:
+    """Build the backbone a model folder describes and load its weights."""
+    from sigerlm.model.backbone import build_backbone
+
+    config, _ = read_config(path)
+    tensors = read_tensors(Path(path) / WEIGHTS_FILE)
+    backbone = build_backbone(config, plugin_manager)
+    own = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+    load_state(backbone, own, source=str(Path(path) / WEIGHTS_FILE))
+    return backbone
