@@ -4,7 +4,7 @@
 - adapter ``random-embedding``: embeds random token ids, projects back to logits, next-token loss;
 - dataset ``random-tokens``: seeded batches of random token ids, a different shard per rank;
 - step ``record-calls``: records each call in ``run.state["record-calls"]`` and, when asked,
-  pushes batches through the model and reports their loss.
+  pushes batches through the model (adapter + backbone) and reports their loss.
 
 torch is imported inside the factories, never at module import.
 """
@@ -126,23 +126,24 @@ def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[s
     if split is not None and batches:
         import torch
 
+        from sigerlm.model.backbone import Backbone
+
         model = None
         if run.manifest.model is not None and run.manifest.model.adapter is not None:
             torch.manual_seed(run.seed)
-            adapter = run.component("model", "adapter").build(run.resolved.config)
-            blocks = [run.component("model", "block").build(run.resolved.config, i) for i in range(run.resolved.config.n_layers)]
-            model = (adapter, blocks)
+            config = run.resolved.config
+            adapter = run.component("model", "adapter").build(config)
+            block = run.component("model", "block")
+            model = (adapter, Backbone(config, lambda cfg, i: block.build(cfg, i)).eval())
         tokens, losses = 0, []
         for i, batch in enumerate(run.dataset(split)):
             if i >= batches:
                 break
             tokens += int(batch["input_ids"].numel())
             if model is not None:
-                adapter, blocks = model
+                adapter, backbone = model
                 with torch.no_grad():
-                    hidden = adapter.embed(batch)
-                    for block in blocks:
-                        hidden = block(hidden)
+                    hidden = backbone.forward_hidden(adapter.embed(batch))
                     losses.append(float(adapter.loss(batch, hidden)))
         out["tokens"] = tokens
         entry["tokens"] = tokens
