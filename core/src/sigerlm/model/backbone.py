@@ -37,14 +37,16 @@ class Backbone(nn.Module):
         factory = block_factory or ssm_block
         self.layers = nn.ModuleList([factory(config, i) for i in range(config.n_layers)])
         self.norm_f = make_norm(config)
+        conv = "fused" if config.scan == "fused" and config.activation == "silu" else "torch"
         log.info(
-            "backbone %s: %d layers of block %s, d_model %d, d_state %d, scan %s",
+            "backbone %s: %d layers of block %s, d_model %d, d_state %d, scan %s, conv %s",
             config.identity,
             config.n_layers,
             config.block,
             config.d_model,
             config.d_state,
             config.scan,
+            conv,
         )
 
     def forward_hidden(

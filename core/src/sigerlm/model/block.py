@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigerlm.model.config import SigerConfig
+from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_state
 from sigerlm.model.scan import selective_scan
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -57,6 +58,8 @@ class SSMMixer(nn.Module):
         self.dt_rank = config.dt_rank_value
         self.scan = config.scan
         self.act = ACTIVATIONS[config.activation]
+        # the fused back-end also fuses the convolution with its activation (SiLU only)
+        self.fused_conv = config.scan == "fused" and config.activation == "silu"
         d, di, n, r = config.d_model, self.d_inner, self.d_state, self.dt_rank
 
         self.in_proj = nn.Linear(d, 2 * di, bias=False, **kw)
@@ -97,11 +100,12 @@ class SSMMixer(nn.Module):
         b, l, _ = hidden_states.shape
         xz = self.in_proj(hidden_states)  # (b, l, 2 * d_inner)
         x, z = xz.chunk(2, dim=-1)  # (b, l, d_inner) each
-        conv_state = state[0] if state is not None else x.new_zeros(b, self.d_inner, self.d_conv - 1)
-        x = torch.cat([conv_state, x.transpose(1, 2)], dim=2)  # (b, d_inner, k - 1 + l)
-        new_conv_state = x[:, :, -(self.d_conv - 1) :] if self.d_conv > 1 else conv_state
-        x = F.conv1d(x, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)  # (b, d_inner, l)
-        x = self.act(x).transpose(1, 2)  # (b, l, d_inner)
+        conv_state = state[0] if state is not None else None
+        new_conv_state = next_conv_state(x, conv_state, self.d_conv)  # (b, d_inner, k - 1)
+        if self.fused_conv:
+            x = causal_conv_silu(x, self.conv1d.weight, self.conv1d.bias, conv_state)  # (b, l, d_inner)
+        else:
+            x = causal_conv_act(x, self.conv1d.weight, self.conv1d.bias, conv_state, self.act)  # (b, l, d_inner)
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())  # (d_inner, n)
         y, ssm_state = selective_scan(

@@ -14,24 +14,20 @@ Back-ends (``SigerConfig.scan``; the choice is explicit and logged, never a sile
 - ``reference``: the plain loop over positions, kept as the readable definition;
 - ``chunked``: the same loop in pure PyTorch, checkpointed per chunk so that training memory
   is bounded by a chunk, not by the whole ``(b, l, d, n)`` tensor; works wherever torch does;
-- ``fused``: a C++ kernel (``csrc/selective_scan.cpp``) compiled on first use with the
-  machine's compiler; forward and backward keep each state in cache and store it every 32
+- ``fused``: a C++ kernel (``csrc/kernels.cpp``, see ``sigerlm.model.kernels``) compiled on
+  first use with the machine's compiler; forward and backward keep each state in cache and store it every 32
   positions. The fast default.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import threading
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from sigerlm.errors import SigerError
+from sigerlm.model import kernels
 
 log = logging.getLogger("sigerlm.model")
 
@@ -79,56 +75,12 @@ def selective_scan_chunked(
 
 
 # -- the fused C++ kernel ------------------------------------------------------------------------
-_extension: Any = None
-_extension_lock = threading.Lock()
-
-
-def _cpu_tag() -> str:
-    """A tag of this CPU's features: the kernel is compiled for the machine it runs on."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = os.uname().machine
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
-
-
-def load_fused_kernel() -> Any:
-    """Compile (once per machine, cached by torch) and load the fused kernel."""
-    global _extension
-    if _extension is not None:
-        return _extension
-    with _extension_lock:
-        if _extension is not None:
-            return _extension
-        source = Path(__file__).with_name("csrc") / "selective_scan.cpp"
-        digest = hashlib.sha1(source.read_bytes()).hexdigest()[:8]
-        name = f"sigerlm_scan_{digest}_{_cpu_tag()}"
-        try:
-            from torch.utils import cpp_extension
-
-            log.info("loading the fused selective-scan kernel %s (compiled on first use, about a minute)", name)
-            _extension = cpp_extension.load(
-                name=name,
-                sources=[str(source)],
-                extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp", "-std=c++17"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as exc:  # a missing compiler or ninja, a failed build
-            raise ScanBackendError(
-                f"the 'fused' scan needs a C++ compiler (g++) and the ninja package to build its kernel, and "
-                f"building failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}. "
-                "Install g++ (apt-get install g++) and ninja (pip install ninja), or set the model's scan to 'chunked'"
-            ) from exc
-        return _extension
-
-
 class _FusedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, dt, A, B, C, D, state):  # noqa: ANN001, ANN205
-        kernel = load_fused_kernel()
+        kernel = kernels.load()
         save = any(ctx.needs_input_grad)
-        outputs = kernel.forward(u, dt, A, B, C, D, state, save)
+        outputs = kernel.scan_forward(u, dt, A, B, C, D, state, save)
         if save:
             y, last, stored = outputs
             ctx.save_for_backward(u, dt, A, B, C, D, stored)
@@ -140,7 +92,7 @@ class _FusedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dlast):  # noqa: ANN001, ANN205
         u, dt, A, B, C, D, stored = ctx.saved_tensors
-        du, ddt, dA, dB, dC, dD, dstate = load_fused_kernel().backward(
+        du, ddt, dA, dB, dC, dD, dstate = kernels.load().scan_backward(
             dy.contiguous(), u, dt, A, B, C, D, stored, dlast
         )
         return du, ddt, dA, dB, dC, dD, dstate if ctx.has_state else None

@@ -1,5 +1,9 @@
-// Fused selective scan for CPUs (forward and backward), the "fused" scan back-end of SigerLM.
+// SigerLM's CPU kernels, compiled on first use (sigerlm.model.kernels):
+//  - the fused selective scan (forward and backward), the "fused" scan back-end;
+//  - the causal depthwise convolution followed by SiLU, in the (b, l, d) layout;
+//  - the softmax cross-entropy of a chunk of logits, turned into its gradient in place.
 //
+// Selective scan.
 // Glossary: b batch, l sequence length, d channels (d_inner), n state size.
 //   h_t = exp(dt_t * A) * h_{t-1} + dt_t * u_t * B_t        (per channel and state index)
 //   y_t = sum_n C_t[n] * h_t[n] + D * u_t
@@ -21,8 +25,8 @@
 
 namespace {
 
-constexpr int64_t DB = 16;     // channels per work item
-constexpr int64_t CHUNK = 32;  // positions between stored states
+constexpr int64_t DB = 128;    // channels per work item (8 AVX-512 or 16 AVX2 vectors)
+constexpr int64_t CHUNK = 16;  // positions between stored states
 
 struct Dims {
   int64_t b, l, d, n, blocks, chunks;
@@ -265,9 +269,199 @@ std::vector<torch::Tensor> scan_backward(torch::Tensor dy, torch::Tensor u, torc
   return {du, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dD_part.sum(0), dh0};
 }
 
+// Causal depthwise convolution + SiLU, in the (b, l, d) layout the projections produce, so no
+// transposes or padding copies are needed:
+//   s[t, j] = bias[j] + sum_k w[j, k] * x[t - (K - 1) + k, j]    (positions before 0 come from
+//   out[t, j] = silu(s[t, j])                                     the state (b, d, K - 1) or are 0)
+// x may be a strided view (row stride xs, batch stride xbs), as a chunk of in_proj's output is.
+template <typename T>
+inline T sigmoid(T s) {
+  return T(1) / (T(1) + std::exp(-s));
+}
+
+template <typename T>
+void conv_pre(const T* x, int64_t xs, const T* state, const T* wT, const T* bias, int64_t t, int64_t K, int64_t D,
+              int64_t d0, int64_t w, T* acc) {
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) acc[j] = bias[d0 + j];
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t tt = t - (K - 1) + k;
+    const T* w_k = wT + k * D + d0;
+    if (tt >= 0) {
+      const T* x_t = x + tt * xs + d0;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) acc[j] += w_k[j] * x_t[j];
+    } else if (state != nullptr) {
+      for (int64_t j = 0; j < w; ++j) acc[j] += w_k[j] * state[(d0 + j) * (K - 1) + (K - 1 + tt)];
+    }
+  }
+}
+
+torch::Tensor conv_silu_forward(torch::Tensor x, torch::Tensor weight, torch::Tensor bias,
+                                c10::optional<torch::Tensor> state) {
+  TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1, "conv: x must be (b, l, d) with contiguous channels");
+  const int64_t b = x.size(0), L = x.size(1), D = x.size(2), K = weight.size(-1);
+  auto wT = weight.reshape({D, K}).t().contiguous();  // (K, d)
+  auto out = torch::empty({b, L, D}, x.options());
+  torch::Tensor st;
+  if (state.has_value() && state->defined()) st = state->contiguous();
+  const int64_t blocks = (D + DB - 1) / DB;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_forward", [&] {
+    const scalar_t* sp = st.defined() ? st.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, b * blocks, 1, [&](int64_t begin, int64_t end) {
+      scalar_t acc[DB];
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bi = item / blocks, d0 = (item % blocks) * DB, w = std::min(DB, D - d0);
+        const scalar_t* xb = x.data_ptr<scalar_t>() + bi * x.stride(0);
+        const scalar_t* sb = sp != nullptr ? sp + bi * D * (K - 1) : nullptr;
+        scalar_t* ob = out.data_ptr<scalar_t>() + bi * L * D;
+        for (int64_t t = 0; t < L; ++t) {
+          conv_pre<scalar_t>(xb, x.stride(1), sb, wT.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), t, K, D, d0, w,
+                             acc);
+          scalar_t* o = ob + t * D + d0;
+_Pragma("omp simd")
+          for (int64_t j = 0; j < w; ++j) o[j] = acc[j] * sigmoid(acc[j]);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// Returns dx (b, l, d), dweight (d, 1, K), dbias (d), dstate (b, d, K - 1) (zeros without a state).
+std::vector<torch::Tensor> conv_silu_backward(torch::Tensor dout, torch::Tensor x, torch::Tensor weight,
+                                              torch::Tensor bias, c10::optional<torch::Tensor> state) {
+  const int64_t b = x.size(0), L = x.size(1), D = x.size(2), K = weight.size(-1);
+  dout = dout.contiguous();
+  auto wT = weight.reshape({D, K}).t().contiguous();  // (K, d)
+  auto ds = torch::empty({b, L, D}, x.options());
+  auto dx = torch::empty({b, L, D}, x.options());
+  auto dw_part = torch::zeros({b, K, D}, x.options());
+  auto db_part = torch::zeros({b, D}, x.options());
+  auto dstate = torch::zeros({b, D, std::max<int64_t>(K - 1, 0)}, x.options());
+  torch::Tensor st;
+  if (state.has_value() && state->defined()) st = state->contiguous();
+  const int64_t blocks = (D + DB - 1) / DB;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_backward", [&] {
+    const scalar_t* sp = st.defined() ? st.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, b * blocks, 1, [&](int64_t begin, int64_t end) {
+      scalar_t acc[DB];
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bi = item / blocks, d0 = (item % blocks) * DB, w = std::min(DB, D - d0);
+        const scalar_t* xb = x.data_ptr<scalar_t>() + bi * x.stride(0);
+        const int64_t xs = x.stride(1);
+        const scalar_t* sb = sp != nullptr ? sp + bi * D * (K - 1) : nullptr;
+        const scalar_t* gb = dout.data_ptr<scalar_t>() + bi * L * D;
+        scalar_t* dsb = ds.data_ptr<scalar_t>() + bi * L * D;
+        scalar_t* dxb = dx.data_ptr<scalar_t>() + bi * L * D;
+        scalar_t* dwb = dw_part.data_ptr<scalar_t>() + bi * K * D;
+        scalar_t* dbb = db_part.data_ptr<scalar_t>() + bi * D;
+        scalar_t* dstb = dstate.data_ptr<scalar_t>() + bi * D * std::max<int64_t>(K - 1, 0);
+        const scalar_t* wt = wT.data_ptr<scalar_t>();
+        // pass 1: ds = dout * silu'(s); bias and weight gradients
+        for (int64_t t = 0; t < L; ++t) {
+          conv_pre<scalar_t>(xb, xs, sb, wt, bias.data_ptr<scalar_t>(), t, K, D, d0, w, acc);
+          const scalar_t* g = gb + t * D + d0;
+          scalar_t* d = dsb + t * D + d0;
+_Pragma("omp simd")
+          for (int64_t j = 0; j < w; ++j) {
+            const scalar_t sg = sigmoid(acc[j]);
+            d[j] = g[j] * sg * (scalar_t(1) + acc[j] * (scalar_t(1) - sg));
+            dbb[d0 + j] += d[j];
+          }
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t tt = t - (K - 1) + k;
+            scalar_t* dw_k = dwb + k * D + d0;
+            if (tt >= 0) {
+              const scalar_t* x_t = xb + tt * xs + d0;
+_Pragma("omp simd")
+              for (int64_t j = 0; j < w; ++j) dw_k[j] += d[j] * x_t[j];
+            } else if (sb != nullptr) {
+              for (int64_t j = 0; j < w; ++j) dw_k[j] += d[j] * sb[(d0 + j) * (K - 1) + (K - 1 + tt)];
+            }
+          }
+        }
+        // pass 2: dx[t] = sum_k w[k] * ds[t + (K - 1) - k]; the state's share for positions before 0
+        for (int64_t t = -(K - 1); t < L; ++t) {
+_Pragma("omp simd")
+          for (int64_t j = 0; j < w; ++j) acc[j] = scalar_t(0);
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t to = t + (K - 1) - k;
+            if (to < 0 || to >= L) continue;
+            const scalar_t* w_k = wt + k * D + d0;
+            const scalar_t* d = dsb + to * D + d0;
+_Pragma("omp simd")
+            for (int64_t j = 0; j < w; ++j) acc[j] += w_k[j] * d[j];
+          }
+          if (t >= 0) {
+            scalar_t* o = dxb + t * D + d0;
+_Pragma("omp simd")
+            for (int64_t j = 0; j < w; ++j) o[j] = acc[j];
+          } else {
+            for (int64_t j = 0; j < w; ++j) dstb[(d0 + j) * (K - 1) + (K - 1 + t)] = acc[j];
+          }
+        }
+      }
+    });
+  });
+  return {dx, dw_part.sum(0).t().reshape({D, 1, K}).contiguous(), db_part.sum(0), dstate};
+}
+
+// Cross-entropy of logits (c, v) against targets (c,): returns each row's loss (0 where the target
+// is ignore_index) and, when grad, overwrites the logits with softmax - onehot (0 on ignored rows).
+// Rows are independent; each is read twice (max and sum of exponentials) and written once.
+template <typename T>
+void xent_row(T* x, int64_t v, int64_t target, bool valid, bool grad, T* loss) {
+  T m = x[0];
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < v; ++j) m = x[j] > m ? x[j] : m;
+  T s = T(0);
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < v; ++j) s += std::exp(x[j] - m);
+  const T lse = m + std::log(s);
+  *loss = valid ? lse - x[target] : T(0);
+  if (!grad) return;
+  if (!valid) {
+    std::fill(x, x + v, T(0));
+    return;
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) x[j] = std::exp(x[j] - lse);
+  x[target] -= T(1);
+}
+
+torch::Tensor cross_entropy_(torch::Tensor logits, torch::Tensor targets, int64_t ignore_index, bool grad) {
+  check(logits, "logits", 2);
+  check(targets, "targets", 1);
+  TORCH_CHECK(targets.scalar_type() == torch::kLong, "cross entropy: targets must be int64");
+  TORCH_CHECK(targets.size(0) == logits.size(0), "cross entropy: ", logits.size(0), " rows but ", targets.size(0),
+              " targets");
+  const int64_t c = logits.size(0), v = logits.size(1);
+  auto loss = torch::empty({c}, logits.options());
+  const int64_t* tg = targets.data_ptr<int64_t>();
+  for (int64_t r = 0; r < c; ++r) {
+    TORCH_CHECK(tg[r] == ignore_index || (tg[r] >= 0 && tg[r] < v), "cross entropy: target ", tg[r], " at row ", r,
+                " is outside the vocabulary of ", v);
+  }
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "cross_entropy_", [&] {
+    scalar_t* x = logits.data_ptr<scalar_t>();
+    scalar_t* out = loss.data_ptr<scalar_t>();
+    at::parallel_for(0, c, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const bool valid = tg[r] != ignore_index;
+        xent_row<scalar_t>(x + r * v, v, valid ? tg[r] : 0, valid, grad, out + r);
+      }
+    });
+  });
+  return loss;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &scan_forward, "selective scan forward (CPU)");
-  m.def("backward", &scan_backward, "selective scan backward (CPU)");
+  m.def("scan_forward", &scan_forward, "selective scan forward (CPU)");
+  m.def("scan_backward", &scan_backward, "selective scan backward (CPU)");
+  m.def("conv_silu_forward", &conv_silu_forward, "causal depthwise conv + SiLU forward (CPU)");
+  m.def("conv_silu_backward", &conv_silu_backward, "causal depthwise conv + SiLU backward (CPU)");
+  m.def("cross_entropy_", &cross_entropy_, "row-wise softmax cross-entropy, gradient in place (CPU)");
 }
