@@ -7,7 +7,8 @@ and head, it measures, in one run with the implementations interleaved:
   (4096 tokens a step), with model-FLOPs utilisation against a matmul measured in the same run;
 - prefill tokens/s (no gradients) at 2048;
 - decode ms/token at contexts 128, 2048 and 8192, and how much memory decoding adds;
-- peak RSS of every measurement (each runs in its own process, so peaks do not mix).
+- peak RSS of every measurement (each runs in its own process, so peaks do not mix);
+- the scan alone (forward + backward) for each scan back-end.
 
 It prints ratios against the baselines measured in the same run; absolute numbers move with
 the machine's load. Implementations:
@@ -226,6 +227,23 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
         return {"gflops": 2 * n**3 / statistics.median(times) / 1e9}
 
+    if kind == "scan":
+        from sigerlm.model.scan import selective_scan
+
+        b, L, d, n = spec["batch"], spec["length"], spec["d_inner"], spec["d_state"]
+        u, B, C = torch.randn(b, L, d), torch.randn(b, L, n), torch.randn(b, L, n)
+        dt, A, D = torch.rand(b, L, d) * 0.1, -torch.rand(d, n) * 5, torch.randn(d)
+        args = [t.requires_grad_() for t in (u, dt, A, B, C, D)]
+        base = rss_mb()
+        times = []
+        for i in range(spec["steps"] + 1):
+            start = time.perf_counter()
+            y, _ = selective_scan(*args, backend=spec["backend"])
+            y.sum().backward()
+            if i:
+                times.append(time.perf_counter() - start)
+        return {"ms": 1000 * statistics.median(times), "peak_over_inputs_mb": peak_mb() - base}
+
     shape, impl = spec["shape"], spec["impl"]
     model = build(impl, shape, spec["max_len"])
     params = sum(p.numel() for p in model.parameters())
@@ -313,6 +331,8 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="*", type=int, default=[512, 2048])
     parser.add_argument("--contexts", nargs="*", type=int, default=[128, 2048, 8192])
     parser.add_argument("--tokens-per-step", type=int, default=4096)
+    parser.add_argument("--only", nargs="*", choices=["train", "prefill", "decode", "scan"],
+                        default=["train", "prefill", "decode", "scan"], help="sections to run")
     parser.add_argument("--jemalloc", action="store_true", help=f"preload {JEMALLOC} in the measurements")
     parser.add_argument("--quick", action="store_true", help="a tiny shape, one round: checks the script works")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
@@ -340,17 +360,21 @@ def main() -> None:
     shape["siger_params"] = probe["params"]
 
     jobs: list[tuple[str, dict[str, Any]]] = [("matmul", {"kind": "matmul", "n": 2048 if not args.quick else 256})]
-    for L in args.lengths:
+    scan_shape = {"batch": max(1, args.tokens_per_step // max(args.lengths)), "length": max(args.lengths),
+                  "d_inner": 2 * shape["d_model"], "d_state": shape["d_state"]}
+    for backend in ("fused", "chunked", "reference") if "scan" in args.only else ():
+        jobs.append((f"scan/{backend}", dict({"kind": "scan", "backend": backend}, **scan_shape)))
+    for L in args.lengths if "train" in args.only else ():
         for impl in impls:
             jobs.append((f"train/{L}/{impl}", {"kind": "train", "impl": impl, "length": L,
                                                 "batch": max(1, args.tokens_per_step // L), "max_len": L}))
     prefill_len = max(args.lengths)
-    for impl in impls:
+    for impl in impls if "prefill" in args.only else ():
         if impl not in ("siger-plain-ce", "gpt2-lce"):
             jobs.append((f"prefill/{prefill_len}/{impl}", {"kind": "prefill", "impl": impl, "length": prefill_len,
                                                            "max_len": prefill_len}))
     new_tokens = 8 if args.quick else 64
-    for ctx in args.contexts:
+    for ctx in args.contexts if "decode" in args.only else ():
         for impl in impls:
             if impl in ("siger-plain-ce", "gpt2-lce", "reference"):
                 continue  # decode does not use the loss or the scan
@@ -363,6 +387,8 @@ def main() -> None:
     for r in range(args.rounds):
         for name, spec in jobs:
             spec = dict(spec, shape=shape, threads=args.threads, steps=args.steps if spec["kind"] != "prefill" else 2)
+            if spec.get("backend") in ("chunked", "reference"):
+                spec["steps"] = 2
             if spec.get("impl") == "reference" and spec.get("length", 0) >= 2048:
                 spec["steps"] = 1  # one step of the loop takes many seconds
             started = time.perf_counter()
@@ -383,13 +409,23 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "allocator": "jemalloc" if args.jemalloc else "glibc", "python": platform.python_version(),
                     "torch": __import__("torch").__version__, "matmul_gflops": matmul},
-        "shape": shape, "skipped": skipped, "train": {}, "prefill": {}, "decode": {}, "raw": results,
+        "shape": shape, "skipped": skipped, "scan": {}, "train": {}, "prefill": {}, "decode": {}, "raw": results,
     }
     print(f"\nmachine: {report['machine']}\nshape: {shape}; skipped (not installed): {skipped or 'none'}")
-    print(f"\n## training tokens/s (forward + backward + AdamW), {args.tokens_per_step} tokens a step")
-    print("| length | impl | params | tokens/s | x siger | MFU | peak RSS MB | peak over model MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for L in args.lengths:
+    if "scan" in args.only:
+        print(f"\n## the scan alone, forward + backward, {scan_shape}")
+        print("| back-end | ms | x fused | peak over inputs MB |\n|---|---|---|---|")
+        base = med("scan/fused", "ms")
+        for backend in ("fused", "chunked", "reference"):
+            ms = med(f"scan/{backend}", "ms")
+            if ms is not None:
+                report["scan"][backend] = {"ms": ms, "peak_over_inputs_mb": med(f"scan/{backend}", "peak_over_inputs_mb")}
+                print(f"| {backend} | {ms:.1f} | {base / ms:.3f} | {report['scan'][backend]['peak_over_inputs_mb']:.0f} |")
+    if "train" in args.only:
+        print(f"\n## training tokens/s (forward + backward + AdamW), {args.tokens_per_step} tokens a step")
+        print("| length | impl | params | tokens/s | x siger | MFU | peak RSS MB | peak over model MB |")
+        print("|---|---|---|---|---|---|---|---|")
+    for L in args.lengths if "train" in args.only else ():
         base = med(f"train/{L}/siger", "tokens_per_s")
         for impl in impls:
             name = f"train/{L}/{impl}"
@@ -407,27 +443,28 @@ def main() -> None:
             report["train"].setdefault(str(L), {})[impl] = row
             print(f"| {L} | {impl} | {row['params'] / 1e6:.2f}M | {tps:.0f} | {row['ratio_to_siger']:.2f} | "
                   f"{mfu:.0%} | {row['peak_rss_mb']:.0f} | {row['peak_over_model_mb']:.0f} |")
-    print(f"\n## prefill tokens/s (no gradients), length {prefill_len}, batch 1")
-    print("| impl | tokens/s | x siger | peak RSS MB |\n|---|---|---|---|")
+    if "prefill" in args.only:
+        print(f"\n## prefill tokens/s (no gradients), length {prefill_len}, batch 1")
+        print("| impl | tokens/s | x siger | peak RSS MB |\n|---|---|---|---|")
     base = med(f"prefill/{prefill_len}/siger", "tokens_per_s")
-    for impl in impls:
+    for impl in impls if "prefill" in args.only else ():
         tps = med(f"prefill/{prefill_len}/{impl}", "tokens_per_s")
         if tps is not None:
             report["prefill"][impl] = {"tokens_per_s": tps, "peak_rss_mb": med(f"prefill/{prefill_len}/{impl}", "peak_rss_mb")}
             print(f"| {impl} | {tps:.0f} | {tps / base:.2f} | {report['prefill'][impl]['peak_rss_mb']:.0f} |")
-    print(f"\n## decode, batch 1, {new_tokens} new tokens after the context")
-    print("| context | impl | ms/token | state MB | RSS added by decoding MB | peak RSS MB |\n|---|---|---|---|---|---|")
-    for ctx in args.contexts:
+    if "decode" in args.only:
+        print(f"\n## decode, batch 1, {new_tokens} new tokens after the context")
+        print("| context | impl | ms/token | state MB | RSS after decoding MB | peak RSS MB |\n|---|---|---|---|---|---|")
+    for ctx in args.contexts if "decode" in args.only else ():
         for impl in impls:
             name = f"decode/{ctx}/{impl}"
             ms = med(name, "ms_per_token")
             if ms is None:
                 continue
             row = {"ms_per_token": ms, "state_mb": one(name, "state_bytes_after_decode") / 2**20,
-                   "rss_added_by_decode_mb": med(name, "rss_after_decode_mb") - med(name, "rss_after_prefill_mb"),
-                   "peak_rss_mb": med(name, "peak_rss_mb")}
+                   "rss_after_decode_mb": med(name, "rss_after_decode_mb"), "peak_rss_mb": med(name, "peak_rss_mb")}
             report["decode"].setdefault(str(ctx), {})[impl] = row
-            print(f"| {ctx} | {impl} | {ms:.2f} | {row['state_mb']:.2f} | {row['rss_added_by_decode_mb']:.1f} | "
+            print(f"| {ctx} | {impl} | {ms:.2f} | {row['state_mb']:.2f} | {row['rss_after_decode_mb']:.0f} | "
                   f"{row['peak_rss_mb']:.0f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,32 @@
+"""The benchmarks still run (quick mode: tiny shapes, one round). Numbers are not checked here:
+speed is measured by running the benchmarks, whose results are recorded in docs/performance.md."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_backbone_benchmark_quick(tmp_path):
+    out = tmp_path / "backbone.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "backbone.py"), "--quick", "--threads", "1", "--out", str(out),
+         "--impls", "siger", "reference", "gpt2"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    train = report["train"]["64"]
+    assert {"siger", "reference"} <= set(train)
+    assert all(row["tokens_per_s"] > 0 for row in train.values())
+    decode = report["decode"]
+    assert set(decode) == {"16", "64"}
+    # the SSM's decode state does not grow with the context
+    assert decode["16"]["siger"]["state_mb"] == decode["64"]["siger"]["state_mb"]
+    if "gpt2" in decode["64"]:
+        assert decode["64"]["gpt2"]["state_mb"] > decode["16"]["gpt2"]["state_mb"]
