@@ -129,3 +129,10 @@ def test_blocks_come_from_the_registry(plugin_manager):
         # identity blocks: only the final norm acts
         torch.testing.assert_close(model.forward_hidden(x), model.norm_f(x))
     assert isinstance(build_backbone(SigerConfig.from_profile("tiny")).layers[0], SSMBlock)
+
+
+def test_profile_needing_an_absent_block_is_a_clear_error(plugin_manager):
+    from sigerlm.errors import ComponentError
+
+    with pytest.raises(ComponentError, match="profile 'small_moe' needs block 'moe', which no loaded plugin provides"):
+        build_backbone(SigerConfig.from_profile("small_moe"), plugin_manager)

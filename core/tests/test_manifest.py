@@ -102,7 +102,13 @@ def test_invalid_model_config_and_profile(tmp_path, plugin_manager):
 def test_profile_needing_a_block_no_plugin_provides(tmp_path, plugin_manager):
     text = GOOD.replace("profile: tiny", "profile: small_moe").replace("  block: {use: identity}\n", "")
     error, _ = problems(tmp_path, text, plugin_manager)
-    assert "model.block.use: unknown block 'moe'" in str(error)
+    assert (
+        "model.profile: profile 'small_moe' needs block 'moe', which no loaded plugin provides "
+        "(install the plugin that provides it (pip install sigerlm-moe) or choose another profile)"
+    ) in str(error)
+    # an explicit block that does not exist is reported where it is written
+    error, _ = problems(tmp_path, GOOD.replace("{use: identity}", "{use: mamba2}"), plugin_manager)
+    assert "model.block.use: unknown block 'mamba2'" in str(error)
 
 
 def test_unsupported_format_and_non_mapping(tmp_path, plugin_manager):

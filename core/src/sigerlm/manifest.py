@@ -412,11 +412,26 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
             # the profile's block, written out so the resolved manifest names it
             manifest.model.block = ComponentSpec(use=config.block)
             specs = manifest.component_specs()
+            profile_block = True
+        else:
+            profile_block = False
     for path, kind, spec in specs:
         try:
             component = pm.get_component(kind, spec.use)
         except ComponentError as exc:
             hint = None
+            if path == ("model", "block") and profile_block and config is not None:
+                where = ("model", "profile")
+                problems.append(
+                    Problem(
+                        format_path(where),
+                        f"profile '{config.profile}' needs block '{spec.use}', which no loaded plugin provides",
+                        f"install the plugin that provides it (pip install sigerlm-{spec.use.split(':')[-1]}) "
+                        "or choose another profile",
+                        source.line(where),
+                    )
+                )
+                continue
             if manifest.plugins is not None:
                 hint = f"this manifest loads only plugins: {manifest.plugins}; add the plugin that provides it"
             problems.append(Problem(format_path(path + ("use",)), str(exc), hint, source.line(path + ("use",))))

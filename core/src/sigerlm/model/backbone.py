@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from sigerlm.errors import ComponentError
 from sigerlm.model.block import make_norm, ssm_block
 from sigerlm.model.config import SigerConfig
 
@@ -92,6 +93,10 @@ def build_backbone(config: SigerConfig, plugin_manager: Any = None, block_option
         from sigerlm.plugins import make_plugin_manager
 
         plugin_manager = make_plugin_manager()
-    component = plugin_manager.get_component("blocks", config.block)
+    try:
+        component = plugin_manager.get_component("blocks", config.block)
+    except ComponentError as exc:
+        profile = f"profile '{config.profile}' needs " if config.profile else "the config names "
+        raise ComponentError(f"{profile}block '{config.block}', which no loaded plugin provides ({exc})") from None
     options = component.validate(block_options or {})
     return Backbone(config, lambda cfg, i: component.build(cfg, i, options=options))
