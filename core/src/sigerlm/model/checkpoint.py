@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ def save_model_folder(
     plugins: Mapping[str, str] | None = None,
     tokenizer_hash: str | None = None,
     extra_files: Mapping[str, bytes | str] | None = None,
+    write_extra: Callable[[Path], Any] | None = None,
 ) -> Path:
     """Write a model folder atomically: the old folder stays whole until the new one is."""
     from safetensors.torch import save_file
@@ -66,6 +67,8 @@ def save_model_folder(
         for name, content in (extra_files or {}).items():
             data = content.encode("utf-8") if isinstance(content, str) else content
             (tmp / name).write_bytes(data)
+        if write_extra is not None:  # e.g. an adapter's tokenizer files
+            write_extra(tmp)
     return path
 
 

@@ -1,0 +1,52 @@
+"""``siger text ...``: commands of the text plugin."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="Text tools: tokenizers (and, as they land, corpora).", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Text or JSONL files (or folders of them); repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write tokenizer.json into.")],
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size, special tokens included.")] = 8000,
+    field: Annotated[
+        Optional[list[str]], typer.Option("--field", help="JSONL fields to use (default: every string field).")
+    ] = None,
+    min_frequency: Annotated[int, typer.Option("--min-frequency")] = 2,
+) -> None:
+    """Train a ByteLevel BPE with SigerLM's special tokens at their fixed ids."""
+    from sigerlm_text.corpus_text import iter_documents
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    started = time.perf_counter()
+    documents = list(iter_documents(data, field or ()))
+    tokenizer = BPETokenizer.train(documents, vocab_size, min_frequency)
+    tokenizer.save(out)
+    size = sum(len(d.encode("utf-8")) for d in documents)
+    typer.echo(
+        f"trained a BPE of {tokenizer.vocab_size} tokens on {len(documents)} documents ({size / 1e6:.2f} MB) "
+        f"in {time.perf_counter() - started:.1f} s: {out / 'tokenizer.json'} (hash {tokenizer.hash[:12]})"
+    )
+
+
+@tokenizer_app.command("encode")
+def encode(
+    text: str,
+    tokenizer_path: Annotated[Path, typer.Option("--tokenizer", help="A tokenizer.json or the folder holding one.")],
+) -> None:
+    """Show the ids and pieces of a text."""
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    tokenizer = BPETokenizer.load(tokenizer_path)
+    ids = tokenizer.encode(text)
+    typer.echo(" ".join(str(i) for i in ids))
+    typer.echo(" | ".join(tokenizer.decode([i]) for i in ids))

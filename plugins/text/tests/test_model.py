@@ -1,0 +1,103 @@
+"""The text adapter and SigerLM: loss, decoding, model folders tied to their tokenizer."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sigerlm.model.checkpoint import CheckpointError
+from sigerlm.model.config import SigerConfig
+from sigerlm.testing import add_plugin
+
+from sigerlm_text import hooks
+from sigerlm_text.model import SigerLM
+from sigerlm_text.tokenizers.base import TokenizerError
+from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+TEXTS = ["Nyak haga mengan.", "Saya mau makan.", "I want to eat.", "na'en nikeu?"] * 5
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BPETokenizer.train(TEXTS, vocab_size=300, min_frequency=1)
+
+
+def tiny_model(tokenizer, **kw):
+    torch.manual_seed(0)
+    return SigerLM(SigerConfig.from_profile("tiny"), vocab_size=300, tokenizer=tokenizer, **kw).eval()
+
+
+def test_forward_gives_logits_and_the_masked_loss(tokenizer):
+    model = tiny_model(tokenizer)
+    ids = torch.tensor([tokenizer.encode(t)[:5] for t in TEXTS[:3]])
+    labels = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
+    labels[0, 0] = -100
+    out = model(ids, labels=labels, return_logits=True)
+    assert out.logits.shape == (3, 5, 300)
+    expected = F.cross_entropy(out.logits.reshape(-1, 300), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected)
+    assert model(ids, labels=labels).logits is None  # training never builds the full logits
+    assert model(ids).loss is None
+
+
+def test_step_after_prefill_matches_the_full_forward(tokenizer):
+    model = tiny_model(tokenizer)
+    ids = torch.tensor([tokenizer.encode("Nyak haga mengan, na'en nikeu?")])
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :4], return_state=True)
+        state, steps = out.state, [out.logits]
+        for t in range(4, ids.shape[1]):
+            logits, state = model.step(ids[:, t], state)
+            steps.append(logits[:, None])
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_save_and_load_a_model_folder(tokenizer, tmp_path, tie):
+    model = tiny_model(tokenizer, tie_embeddings=tie)
+    model.save_pretrained(tmp_path / "m", plugins={"text": "0.1.0"})
+    assert (tmp_path / "m" / "tokenizer.json").is_file()
+    loaded = SigerLM.from_pretrained(tmp_path / "m")
+    assert loaded.tokenizer.hash == tokenizer.hash
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    ids = torch.tensor([tokenizer.encode("Saya mau makan.")])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    assert loaded.adapter.tie_embeddings is tie
+
+
+def test_loading_with_another_tokenizer_is_refused(tokenizer, tmp_path):
+    tiny_model(tokenizer).save_pretrained(tmp_path / "m")
+    other = BPETokenizer.train(["completely different text"] * 20, vocab_size=290, min_frequency=1)
+    with pytest.raises(TokenizerError, match="was trained with tokenizer .* not with this bpe tokenizer"):
+        SigerLM.from_pretrained(tmp_path / "m", tokenizer=other)
+    (tmp_path / "m" / "tokenizer.json").unlink()
+    with pytest.raises(TokenizerError, match="holds no tokenizer"):
+        SigerLM.from_pretrained(tmp_path / "m")
+
+
+def test_a_backbone_only_folder_is_not_a_text_model(tmp_path):
+    from sigerlm.model.backbone import Backbone
+    from sigerlm.model.checkpoint import save_backbone
+
+    save_backbone(tmp_path / "b", Backbone(SigerConfig.from_profile("tiny")))
+    with pytest.raises(CheckpointError, match="is not a text model"):
+        SigerLM.from_pretrained(tmp_path / "b")
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(tokenizer):
+    with pytest.raises(TokenizerError, match="the tokenizer has .* tokens but the model only 100"):
+        SigerLM(SigerConfig.from_profile("tiny"), vocab_size=100, tokenizer=tokenizer)
+
+
+def test_the_text_adapter_runs_in_a_manifest(plugin_manager, run_manifest):
+    add_plugin(plugin_manager, hooks, "text")
+    manifest = {
+        "siger": 1,
+        "name": "text-adapter",
+        "model": {"profile": "tiny", "adapter": {"use": "text", "vocab_size": 64}},
+        "data": {"train": {"use": "random-tokens", "vocab_size": 64, "num_batches": 2}},
+        "steps": [{"use": "record-calls", "split": "train", "batches": 2}],
+    }
+    result = run_manifest(manifest).results["steps"][0]["results"]
+    assert abs(result["loss"] - torch.log(torch.tensor(64.0)).item()) < 0.5  # untrained: near uniform
