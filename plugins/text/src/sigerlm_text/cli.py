@@ -50,3 +50,38 @@ def encode(
     ids = tokenizer.encode(text)
     typer.echo(" ".join(str(i) for i in ids))
     typer.echo(" | ".join(tokenizer.decode([i]) for i in ids))
+
+
+corpus_app = typer.Typer(help="Build training corpora from dataset configs.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("build")
+def corpus_build(
+    config: Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON), e.g. registry/datasets/*.yaml.")],
+    out: Annotated[Path, typer.Option("--out", help="The corpus (JSONL); the report goes to OUT.report.json.")],
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the config's seed.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where relative paths point (default: $SIGER_DATA_DIR or ../shared/data).")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A trained tokenizer.json: count tokens per source.")] = None,
+) -> None:
+    """Write one shuffled, deduplicated corpus and a report of what went in and what did not."""
+    from sigerlm.paths import data_dir as find_data_dir
+
+    from sigerlm_text.corpus import build_corpus, load_config
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    report = build_corpus(
+        load_config(config), find_data_dir(data_dir), out, BPETokenizer.load(tokenizer) if tokenizer else None, seed
+    )
+    for s in report["sources"]:
+        capped = " (oversampling capped)" if s["oversampling_capped"] else ""
+        tokens = f", {s['tokens']} tokens" if "tokens" in s else ""
+        typer.echo(
+            f"{s['source']}: read {s['read']}, bad {s['bad']}, empty {s['skipped_empty']}, duplicates {s['duplicates']}, over max_rows "
+            f"{s['over_max_rows']}, kept {s['kept']}, written {s['written']}{capped}{tokens}"
+        )
+    for line in report["bad_rows"][:20]:
+        typer.echo(f"  bad row: {line}", err=True)
+    if len(report["bad_rows"]) > 20:
+        typer.echo(f"  ... {len(report['bad_rows']) - 20} more bad rows in {out}.report.json", err=True)
+    typer.echo(f"{report['rows']} rows -> {out} (report: {out}.report.json)")

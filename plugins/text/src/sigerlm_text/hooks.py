@@ -45,6 +45,56 @@ def text(config, vocab_size, tie_embeddings):
     return TextAdapter(config, vocab_size, tie_embeddings)
 
 
+class TextCompletionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[str] = Field(min_length=1, description="Text or JSONL files, or folders of them.")
+    field: str = Field("text", description="The JSONL field that holds the text.")
+    tokenizer: str | None = Field(None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's.")
+    seq_len: int | None = Field(None, ge=1, description="Window length; default: the model's max_seq_len.")
+    stride: int | None = Field(None, ge=1, description="Tokens between window starts; default: seq_len.")
+    batch_size: int = Field(8, ge=1)
+    shuffle: bool = True
+
+
+class ConversationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[str] = Field(min_length=1, description="JSONL files, or folders of them.")
+    tokenizer: str | None = None
+    seq_len: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    shuffle: bool = True
+
+
+def text_completion(run, files, field, tokenizer, seq_len, stride, batch_size, shuffle):
+    """Documents joined with <|endoftext|>, cut into windows of seq_len + 1 tokens."""
+    from sigerlm_text import datasets as d
+
+    length = d.resolve_seq_len(run, seq_len)
+    options = {"field": field, "seq_len": length}
+    return d.TextCompletion(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".txt", ".jsonl")), length,
+                            batch_size, shuffle, options, field=field, stride=stride or length)
+
+
+def instruction_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
+    """{instruction, input, output, system?, reasoning?} rows in the chat template; loss on the answer."""
+    from sigerlm_text import datasets as d
+
+    length = d.resolve_seq_len(run, seq_len)
+    return d.InstructionJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
+                              batch_size, shuffle, {})
+
+
+def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
+    """{messages: [{role, content}]} rows in the chat template; loss on the assistant's turns."""
+    from sigerlm_text import datasets as d
+
+    length = d.resolve_seq_len(run, seq_len)
+    return d.ChatJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
+                       batch_size, shuffle, {})
+
+
 def bpe(path):
     """A trained ByteLevel BPE (tokenizer.json) with SigerLM's special tokens."""
     from sigerlm_text.tokenizers.bpe import BPETokenizer
@@ -71,6 +121,13 @@ def register_tokenizers(register):
     register("bpe", bpe, options=BPEOptions)
     register("tiktoken", tiktoken, options=TiktokenOptions)
     register("hybrid", hybrid, options=HybridOptions)
+
+
+@hookimpl
+def register_datasets(register):
+    register("text_completion", text_completion, options=TextCompletionOptions)
+    register("instruction_jsonl", instruction_jsonl, options=ConversationOptions)
+    register("chat_jsonl", chat_jsonl, options=ConversationOptions)
 
 
 @hookimpl
