@@ -30,3 +30,14 @@ def test_backbone_benchmark_quick(tmp_path):
     assert decode["16"]["siger"]["state_mb"] == decode["64"]["siger"]["state_mb"]
     if "gpt2" in decode["64"]:
         assert decode["64"]["gpt2"]["state_mb"] > decode["16"]["gpt2"]["state_mb"]
+
+
+@pytest.mark.slow
+def test_tokenization_benchmark_runs():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tokenization.py"), "--threads", "1", "--rounds", "1",
+         "--limit-mb", "0.3", "--vocab-size", "2000"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| SigerLM BPE | 2000 |" in proc.stdout and "| tiktoken cl100k_base |" in proc.stdout
