@@ -1,11 +1,9 @@
 """No plugin's hooks module imports torch (``siger --help`` must stay fast)."""
 
-import subprocess
-import sys
-
 import pytest
 
 from sigerlm.plugins import installed_entry_points
+from sigerlm.testing import assert_imports_without_torch
 
 PLUGINS = sorted(installed_entry_points().items())
 
@@ -16,5 +14,4 @@ def test_first_party_plugins_are_installed():
 
 @pytest.mark.parametrize("name, ep", PLUGINS, ids=[n for n, _ in PLUGINS])
 def test_hooks_module_is_light(name, ep):
-    code = f"import sys, {ep.value}; assert 'torch' not in sys.modules, 'torch imported by {ep.value}'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_imports_without_torch(ep.value)

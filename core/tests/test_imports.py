@@ -5,14 +5,15 @@ import sys
 
 import pytest
 
+from sigerlm.testing import assert_imports_without_torch
+
 
 @pytest.mark.parametrize(
     "module",
     ["sigerlm", "sigerlm.plugins", "sigerlm.manifest", "sigerlm.run", "sigerlm.cli", "sigerlm.builtins", "sigerlm.model", "sigerlm.testing"],
 )
 def test_module_does_not_import_torch(module):
-    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_imports_without_torch(module)
 
 
 def test_building_the_cli_with_every_plugin_does_not_import_torch():

@@ -29,7 +29,7 @@ def test_broken_lines_are_reported_with_their_number(tmp_path):
     report = check_pair_file(path)
     assert report.rows == 1
     assert report.sources == {"t": 1}
-    assert report.problems[0].startswith("line 2: not JSON")
+    assert report.problems[0].startswith("line 2: not valid JSON")
     assert report.problems[1] == "line 3: missing lampung"
     assert report.problems[2] == "line 4: not an object"
 

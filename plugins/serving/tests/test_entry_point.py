@@ -1,9 +1,6 @@
 """The installed distribution exposes its hooks module, and its hooks match the specs."""
 
-import subprocess
-import sys
-
-from sigerlm.testing import check_entry_point
+from sigerlm.testing import assert_imports_without_torch, check_entry_point
 
 
 def test_entry_point_loads_and_matches_specs():
@@ -12,5 +9,4 @@ def test_entry_point_loads_and_matches_specs():
 
 
 def test_hooks_module_does_not_import_torch():
-    code = "import sys, sigerlm_serving.hooks; assert 'torch' not in sys.modules, 'torch was imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_imports_without_torch("sigerlm_serving.hooks")

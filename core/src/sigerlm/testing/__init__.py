@@ -144,3 +144,13 @@ def write_distribution(
     lines = ["[sigerlm]"] + [f"{name} = {target}" for name, target in entry_points.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return site
+
+
+def assert_imports_without_torch(module: str) -> None:
+    """Import ``module`` in a fresh interpreter and fail if that imported torch (hooks modules
+    are imported by every ``siger`` call and must stay light)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
+    subprocess.run([sys.executable, "-c", code], check=True)

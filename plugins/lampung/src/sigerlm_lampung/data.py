@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sigerlm.io import read_jsonl
 
 REQUIRED = ("lampung", "indonesian")
 #: Files with their own schema, which the pair checks do not apply to.
@@ -31,27 +32,22 @@ def check_pair_file(path: Path, name: str | None = None) -> FileReport:
     report = FileReport(name or str(path))
     sources: Counter[str] = Counter()
     flags: Counter[str] = Counter()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                report.problems.append(f"line {number}: not JSON ({exc.msg})")
-                continue
-            if not isinstance(row, dict):
-                report.problems.append(f"line {number}: not an object")
-                continue
-            missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row[k].strip()]
-            if missing:
-                report.problems.append(f"line {number}: missing {', '.join(missing)}")
-                continue
-            report.rows += 1
-            report.with_english += bool(str(row.get("english") or "").strip())
-            sources[str(row.get("source", "?"))] += 1
-            for flag in row.get("quality_flags") or []:
-                flags[str(flag)] += 1
+    for number, row, error in read_jsonl(path):
+        if error is not None:
+            report.problems.append(f"line {number}: {error}")
+            continue
+        if not isinstance(row, dict):
+            report.problems.append(f"line {number}: not an object")
+            continue
+        missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row[k].strip()]
+        if missing:
+            report.problems.append(f"line {number}: missing {', '.join(missing)}")
+            continue
+        report.rows += 1
+        report.with_english += bool(str(row.get("english") or "").strip())
+        sources[str(row.get("source", "?"))] += 1
+        for flag in row.get("quality_flags") or []:
+            flags[str(flag)] += 1
     report.sources, report.flags = dict(sources), dict(flags)
     return report
 

@@ -28,12 +28,18 @@ def train(
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     started = time.perf_counter()
-    documents = list(iter_documents(data, field or ()))
-    tokenizer = BPETokenizer.train(documents, vocab_size, min_frequency)
+    seen = {"documents": 0, "bytes": 0}
+
+    def counted():  # streams the documents to the trainer, counting them on the way
+        for document in iter_documents(data, field or ()):
+            seen["documents"] += 1
+            seen["bytes"] += len(document.encode("utf-8"))
+            yield document
+
+    tokenizer = BPETokenizer.train(counted(), vocab_size, min_frequency)
     tokenizer.save(out)
-    size = sum(len(d.encode("utf-8")) for d in documents)
     typer.echo(
-        f"trained a BPE of {tokenizer.vocab_size} tokens on {len(documents)} documents ({size / 1e6:.2f} MB) "
+        f"trained a BPE of {tokenizer.vocab_size} tokens on {seen['documents']} documents ({seen['bytes'] / 1e6:.2f} MB) "
         f"in {time.perf_counter() - started:.1f} s: {out / 'tokenizer.json'} (hash {tokenizer.hash[:12]})"
     )
 

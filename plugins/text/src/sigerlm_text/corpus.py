@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sigerlm.errors import SigerError
-from sigerlm.io import atomic_write
+from sigerlm.io import atomic_write, read_jsonl
 from sigerlm_text.chat import RowError, check_messages, instruction_to_messages
 
 TEXT_FORMATS = {"text"}
@@ -90,33 +90,28 @@ def _normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text.casefold()).strip()
 
 
+def _text_field(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        raise RowError(f"missing field '{key}'")
+    if not isinstance(value, str):
+        raise RowError(f"'{key}' must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise RowError(f"'{key}' is empty")
+    return value
+
+
 def _row_to_record(source: Source, row: Any) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise RowError("not an object")
     if source.format == "text":
-        text = row.get(source.field)
-        if text is None:
-            raise RowError(f"missing field '{source.field}'")
-        if not isinstance(text, str):
-            raise RowError(f"'{source.field}' must be text, got {type(text).__name__}")
-        if not text.strip():
-            raise RowError(f"'{source.field}' is empty")
-        return {"text": text}
+        return {"text": _text_field(row, source.field)}
     if source.format == "instruction":
         messages = instruction_to_messages(row)
     elif source.format == "chat":
         messages = check_messages(row.get("messages"))
     else:
-        pair = []
-        for key in (source.source_field, source.target_field):
-            value = row.get(key)
-            if value is None:
-                raise RowError(f"missing field '{key}'")
-            if not isinstance(value, str):
-                raise RowError(f"'{key}' must be text, got {type(value).__name__}")
-            if not value.strip():
-                raise RowError(f"'{key}' is empty")
-            pair.append(value.strip())
+        pair = [_text_field(row, key).strip() for key in (source.source_field, source.target_field)]
         messages = [{"role": "user", "content": f"{source.instruction}\n\n{pair[0]}"},
                     {"role": "assistant", "content": pair[1]}]
     if source.system:
@@ -139,33 +134,28 @@ def build_corpus(config: CorpusConfig, data_dir: Path, out: Path, tokenizer: Any
         if not path.is_file():
             raise SigerError(f"sources[{index}]: {path} not found")
         kept: list[dict[str, Any]] = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
+        for number, row, error in read_jsonl(path):
+            stats["read"] += 1
+            try:
+                if error is not None:
+                    raise RowError(error)
+                record = _row_to_record(source, row)
+            except RowError as exc:
+                if source.skip_empty and str(exc).endswith("is empty"):
+                    stats["skipped_empty"] += 1
                     continue
-                stats["read"] += 1
-                try:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise RowError(f"not valid JSON ({exc.msg})") from None
-                    record = _row_to_record(source, row)
-                except RowError as exc:
-                    if source.skip_empty and str(exc).endswith("is empty"):
-                        stats["skipped_empty"] += 1
-                        continue
-                    stats["bad"] += 1
-                    report["bad_rows"].append(f"{path}:{number}: {exc}")
+                stats["bad"] += 1
+                report["bad_rows"].append(f"{path}:{number}: {exc}")
+                continue
+            if source.dedup != "none":
+                key = json.dumps(record, sort_keys=True, ensure_ascii=False)
+                key = _normalize(key) if source.dedup == "normalized" else key
+                if key in seen:
+                    stats["duplicates"] += 1
                     continue
-                if source.dedup != "none":
-                    key = json.dumps(record, sort_keys=True, ensure_ascii=False)
-                    key = _normalize(key) if source.dedup == "normalized" else key
-                    if key in seen:
-                        stats["duplicates"] += 1
-                        continue
-                    seen.add(key)
-                record.update(source=name, **({"lang": source.lang} if source.lang else {}))
-                kept.append(record)
+                seen.add(key)
+            record.update(source=name, **({"lang": source.lang} if source.lang else {}))
+            kept.append(record)
         if source.max_rows is not None and len(kept) > source.max_rows:
             stats["over_max_rows"] = len(kept) - source.max_rows
             kept = rng.sample(kept, source.max_rows)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sigerlm.errors import SigerError
+from sigerlm.io import read_jsonl
 
 
 def iter_documents(paths: Iterable[str | Path], fields: Sequence[str] = ()) -> Iterator[str]:
@@ -20,20 +20,14 @@ def iter_documents(paths: Iterable[str | Path], fields: Sequence[str] = ()) -> I
         for file in files:
             if not file.is_file():
                 raise SigerError(f"{file}: file not found")
-            jsonl = file.suffix == ".jsonl"
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    line = line.rstrip("\n")
-                    if not line.strip():
-                        continue
-                    if not jsonl:
-                        yield line
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise SigerError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
-                    yield from _strings(row, fields)
+            if file.suffix != ".jsonl":
+                with file.open(encoding="utf-8") as handle:
+                    yield from (line.rstrip("\n") for line in handle if line.strip())
+                continue
+            for number, row, error in read_jsonl(file):
+                if error is not None:
+                    raise SigerError(f"{file}:{number}: {error}")
+                yield from _strings(row, fields)
 
 
 def _strings(value: object, fields: Sequence[str]) -> Iterator[str]:

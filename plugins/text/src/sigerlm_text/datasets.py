@@ -19,6 +19,7 @@ Rows that cannot be used are skipped and counted; ``dataset.problems`` lists eac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sigerlm.errors import SigerError
-from sigerlm.io import atomic_directory
+from sigerlm.io import atomic_directory, read_jsonl
 from sigerlm_text.chat import RowError, check_messages, instruction_to_messages, render
 from sigerlm_text.tokenizers.base import TextTokenizer
 
@@ -132,16 +133,13 @@ class _Base:
         if self.problems:
             log.warning("%s: %d rows skipped, first: %s", self.kind, len(self.problems), "; ".join(self.problems[:5]))
 
-    def _rows(self) -> Iterator[tuple[Path, int, Any]]:
-        for file in self.files:
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        yield file, number, json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        self.problems.append(f"{file}:{number}: not valid JSON ({exc.msg})")
+    def _rows(self, files: list[Path] | None = None) -> Iterator[tuple[Path, int, Any]]:
+        for file in self.files if files is None else files:
+            for number, row, error in read_jsonl(file):
+                if error is not None:
+                    self.problems.append(f"{file}:{number}: {error}")
+                else:
+                    yield file, number, row
 
     def _examples(self) -> Iterator[tuple[list[int], list[bool] | None]]:
         raise NotImplementedError
@@ -166,34 +164,21 @@ class TextCompletion(_Base):
             raise SigerError(f"text_completion: {total} tokens, fewer than one window of {self.seq_len + 1}")
 
     def _documents(self) -> Iterator[str]:
+        """Each document's text, then "" where it ends (where ``<|endoftext|>`` goes)."""
         for file in self.files:
-            if file.suffix == ".txt":
+            if file.suffix == ".txt":  # one document, read in blocks of lines
                 with file.open(encoding="utf-8") as handle:
-                    block: list[str] = []
-                    for line in handle:
-                        block.append(line)
-                        if len(block) >= 1000:
-                            yield "".join(block)
-                            block = []
-                    if block:
-                        yield "".join(block)
-                yield ""  # end of the document
+                    while block := "".join(itertools.islice(handle, 1000)):
+                        yield block
+                yield ""
                 continue
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        self.problems.append(f"{file}:{number}: not valid JSON ({exc.msg})")
-                        continue
-                    text = row.get(self.field) if isinstance(row, dict) else None
-                    if not isinstance(text, str) or not text.strip():
-                        self.problems.append(f"{file}:{number}: no text in field '{self.field}'")
-                        continue
-                    yield text
-                    yield ""
+            for _, number, row in self._rows([file]):
+                text = row.get(self.field) if isinstance(row, dict) else None
+                if not isinstance(text, str) or not text.strip():
+                    self.problems.append(f"{file}:{number}: no text in field '{self.field}'")
+                    continue
+                yield text
+                yield ""
 
     def _examples(self) -> Iterator[tuple[list[int], list[bool] | None]]:
         eot = self.tokenizer.token_id("<|endoftext|>")
