@@ -34,6 +34,16 @@ def register_datasets(register):
     register("random-tokens", kit.random_tokens, options=kit.RandomTokensOptions)
 
 
+def _train(run, **options):
+    """Train the manifest's model: AdamW, cosine schedule, checkpoints, exact resume, DDP."""
+    from sigerlm.training.train import train
+
+    return train(run, **options)
+
+
 @hookimpl
 def register_steps(register):
+    from sigerlm.training.options import TrainOptions
+
+    register("train", _train, options=TrainOptions, description=_train.__doc__)
     register("record-calls", kit.record_calls, options=kit.RecordCallsOptions)

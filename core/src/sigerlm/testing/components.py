@@ -94,10 +94,14 @@ def random_embedding(config: Any, vocab_size: int) -> Any:
 
 
 class RandomTokens:
-    """Seeded random token batches; iterating twice gives the same batches."""
+    """Seeded random token batches; iterating twice gives the same batches.
 
-    def __init__(self, seed: int, rank: int, vocab_size: int, seq_len: int, batch_size: int, num_batches: int):
-        self.seed = seed + 1_000_003 * rank
+    Each global batch has ``batch_size * world_size`` rows and rank ``r`` takes rows
+    ``r, r + world_size, ...``: the same data whatever the number of processes."""
+
+    def __init__(self, seed: int, rank: int, vocab_size: int, seq_len: int, batch_size: int, num_batches: int,
+                 world_size: int = 1):
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.vocab_size, self.seq_len = vocab_size, seq_len
         self.batch_size, self.num_batches = batch_size, num_batches
 
@@ -108,14 +112,15 @@ class RandomTokens:
         import torch
 
         generator = torch.Generator().manual_seed(self.seed)
+        rows = self.batch_size * self.world_size
         for _ in range(self.num_batches):
-            ids = torch.randint(0, self.vocab_size, (self.batch_size, self.seq_len), generator=generator)
-            yield {"input_ids": ids}
+            ids = torch.randint(0, self.vocab_size, (rows, self.seq_len), generator=generator)
+            yield {"input_ids": ids[self.rank :: self.world_size]}
 
 
 def random_tokens(run: Any, vocab_size: int, seq_len: int, batch_size: int, num_batches: int) -> RandomTokens:
-    """Random token ids, a different seeded shard per rank."""
-    return RandomTokens(run.seed, run.rank, vocab_size, seq_len, batch_size, num_batches)
+    """Random token ids; each rank reads its share of every global batch."""
+    return RandomTokens(run.seed, run.rank, vocab_size, seq_len, batch_size, num_batches, run.world_size)
 
 
 def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[str, Any]:

@@ -144,6 +144,10 @@ class _Base:
     def _examples(self) -> Iterator[tuple[list[int], list[bool] | None]]:
         raise NotImplementedError
 
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the shuffle of the next pass (the train step restores it when resuming)."""
+        self.epoch = epoch
+
     def _order(self, n: int) -> np.ndarray:
         order = np.arange(n)
         if self.shuffle:

@@ -1,0 +1,1 @@
+"""The modality-neutral ``train`` step and its checkpoints (imports torch: load it lazily)."""

@@ -1,0 +1,125 @@
+"""Training checkpoints: everything needed to continue a run exactly, with no pickle.
+
+A checkpoint is a folder ``checkpoints/step-00000100/`` holding ``model.safetensors`` (the
+weights), ``optimizer.safetensors`` (the optimizer's tensors), ``state.json`` (step, data
+position, learning-rate schedule, optimizer scalars, Python and NumPy RNG states) and
+``torch_rng.safetensors``, plus ``checksums.json`` with the sha256 of each file. It is written
+into a temporary folder and renamed into place. Loading checks every checksum: a damaged
+latest checkpoint is skipped, with a warning, for the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sigerlm.io import atomic_directory
+
+log = logging.getLogger("sigerlm.train")
+PREFIX = "step-"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    return state, {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+
+
+def save(
+    folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int
+) -> Path:
+    """Write checkpoint ``step`` under ``folder`` and keep only the newest ``keep``."""
+    from safetensors.torch import save_file
+
+    path = folder / f"{PREFIX}{step:08d}"
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, values in opt["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    rng, rng_tensors = _rng_state()
+    state = {"step": step, "extra": extra, "rng": rng, "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+    with atomic_directory(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))
+        save_file(rng_tensors, str(tmp / "torch_rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state))
+        sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / "checksums.json").write_text(json.dumps(sums, indent=2))
+    for old in sorted(folder.glob(f"{PREFIX}*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _verify(path: Path) -> None:
+    sums = json.loads((path / "checksums.json").read_text())
+    for name, digest in sums.items():
+        if _sha256(path / name) != digest:
+            raise ValueError(f"{name} does not match its checksum")
+
+
+def latest(folder: Path) -> Path | None:
+    """The newest checkpoint whose files are whole; damaged ones are skipped with a warning."""
+    for path in sorted(folder.glob(f"{PREFIX}*"), reverse=True):
+        try:
+            _verify(path)
+            return path
+        except (OSError, ValueError) as exc:
+            log.warning("checkpoint %s is damaged (%s): using the one before it", path, exc)
+    return None
+
+
+def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG states; returns the saved step and extra state."""
+    from safetensors.torch import load_file
+
+    from sigerlm.model.checkpoint import load_state
+
+    load_state(model, load_file(str(path / "model.safetensors")), source=str(path / "model.safetensors"))
+    state = json.loads((path / "state.json").read_text())
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key == "_empty":
+            continue
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    for key, value in state["optimizer"]["scalars"].items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+    _set_rng_state(state["rng"], load_file(str(path / "torch_rng.safetensors")))
+    return {"step": state["step"], "extra": state["extra"]}

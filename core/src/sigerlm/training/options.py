@@ -1,0 +1,33 @@
+"""Options of the ``train`` step (torch-free, so manifests validate without torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(ge=1, description="Optimizer steps.")
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine schedule's floor, as a fraction of lr.")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_accum: int = Field(1, ge=1, description="Batches per optimizer step.")
+    grad_clip: float | None = Field(1.0, gt=0)
+    train_split: str = "train"
+    valid_split: str | None = Field("valid", description="Evaluated when the manifest has this split.")
+    eval_every: int | None = Field(None, ge=1, description="Steps between evaluations (always at the end).")
+    eval_batches: int = Field(50, ge=1)
+    baseline: Literal["unigram", "none"] = "unigram"
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    save_model: str | None = Field("model", description="Folder (in out_dir) for the final model; null: none.")
+    autocast: Literal["none", "bf16", "fp16"] = Field("none", description="Mixed precision on CUDA.")
+    device: str = Field("cpu", description="cpu or cuda (the rank's device under torchrun).")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice.")
+    progress: bool = True
+    plot: bool = True
