@@ -66,7 +66,7 @@ def test_plugins_json_lists_the_error(env):
     records = {r["name"]: r for r in json.loads(out.stdout)}
     assert records["broken"]["loaded"] is False
     assert "no module named zzz" in records["broken"]["error"]
-    assert records["core"]["components"]["steps"] == ["record-calls"]
+    assert records["core"]["components"]["steps"] == ["record-calls", "train"]
     assert records["cmd"]["loaded"] is True and records["cmd"]["distribution"] == "fake-cmd"
     table = siger(["plugins"], env)
     assert table.returncode == 0 and "failed" in table.stdout

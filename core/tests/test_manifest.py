@@ -178,3 +178,13 @@ def test_schema_describes_the_format():
     assert schema["additionalProperties"] is False
     assert schema["$defs"]["ComponentOptions"]["additionalProperties"] is True
     assert schema["$defs"]["ComponentSpec"]["anyOf"][0]["type"] == "string"
+
+
+def test_variables_expand_to_the_data_folder_the_run_folder_and_the_environment(tmp_path, plugin_manager, monkeypatch):
+    monkeypatch.setenv("SIGER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NOTE", "from-env")
+    text = GOOD.replace("- record-calls", "- {use: record-calls, note: '${data}/x ${out}/y ${env:NOTE}'}")
+    resolved, _ = load_manifest(write(tmp_path, text), ["out_dir=runs/here"], pm=plugin_manager)
+    assert resolved.component("steps", 1).options.note == f"{tmp_path}/x runs/here/y from-env"
+    error, _ = problems(tmp_path, GOOD.replace("- record-calls", "- {use: record-calls, note: '${env:NOPE_NOT_SET}'}"), plugin_manager)
+    assert "steps[1].note: cannot expand '${env:NOPE_NOT_SET}': environment variable NOPE_NOT_SET is not set" in str(error)

@@ -110,8 +110,9 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
         if resume and force:
             raise SigerError("--resume and --force contradict each other: choose one")
         _setup_logging()
-        resolved, manager = load_manifest(file, set_ or [])
-        result = execute(resolved, manager, out_dir=out_dir, resume=resume, force=force)
+        overrides = list(set_ or []) + ([f"out_dir={out_dir}"] if out_dir is not None else [])
+        resolved, manager = load_manifest(file, overrides)
+        result = execute(resolved, manager, resume=resume, force=force)
         console = _console(stderr=False)
         for step in result.results.get("steps", []):
             numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in step.get("results", {}).items())

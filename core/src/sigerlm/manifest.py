@@ -337,8 +337,56 @@ def pydantic_problems(
     return problems
 
 
+VARIABLE = re.compile(r"\$\{(data|out|env:[A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def interpolate(source: ManifestSource) -> None:
+    """Replace ``${data}`` (the data folder: ``$SIGER_DATA_DIR`` or ``../shared/data``),
+    ``${out}`` (the run folder) and ``${env:NAME}`` in every string of the manifest."""
+    import os
+
+    problems: list[Problem] = []
+    cache: dict[str, str] = {}
+
+    def value(name: str, loc: tuple[str | int, ...]) -> str:
+        if name not in cache:
+            if name == "data":
+                from sigerlm.paths import data_dir
+
+                cache[name] = str(data_dir())
+            elif name == "out":
+                out = source.data.get("out_dir")
+                cache[name] = str(out if isinstance(out, str) and out else Path("runs") / str(source.data.get("name")))
+            else:
+                var = name.removeprefix("env:")
+                if var not in os.environ:
+                    raise SigerError(f"environment variable {var} is not set")
+                cache[name] = os.environ[var]
+        return cache[name]
+
+    def walk(node: Any, loc: tuple[str | int, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, loc + (k,)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, loc + (i,)) for i, v in enumerate(node)]
+        if not (isinstance(node, str) and "${" in node):
+            return node
+        try:
+            if loc == ("out_dir",) and "${out}" in node:
+                raise SigerError("out_dir cannot refer to ${out}")
+            return VARIABLE.sub(lambda m: value(m.group(1), loc), node)
+        except SigerError as exc:
+            problems.append(Problem(format_path(loc), f"cannot expand {node!r}: {exc}", None, source.line(loc)))
+            return node
+
+    source.data = walk(source.data, ())
+    if problems:
+        raise ManifestError(problems, source.name)
+
+
 def parse_manifest(source: ManifestSource) -> Manifest:
     """Validate the manifest's own structure (components are checked by ``resolve``)."""
+    interpolate(source)
     try:
         return Manifest.model_validate(source.data)
     except ValidationError as exc:

@@ -204,7 +204,8 @@ def execute(
     run = Run(resolved, out, pm, resume=resume)
     main = run.is_main
     with _folder_lock(out) if main else contextlib.nullcontext():
-        previous = _check_folder(out, resolved, resume, force)
+        # rank 0 decides what may happen to the folder; the other ranks only read what it holds
+        previous = _check_folder(out, resolved, resume, force) if main else (read_run_record(out) if resume else None)
         if previous is not None and previous.get("status") == "finished":
             log.info("run %s in %s is already finished", run.name, out)
             metrics = read_json(out / "metrics.json") or {"steps": []}

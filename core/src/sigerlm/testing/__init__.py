@@ -53,8 +53,8 @@ def run_manifest_with(
     from sigerlm.manifest import load_manifest
     from sigerlm.run import execute
 
-    resolved, pm = load_manifest(manifest, overrides, pm=pm)
-    return execute(resolved, pm, out_dir=out_dir, **kwargs)
+    resolved, pm = load_manifest(manifest, [*overrides, f"out_dir={out_dir}"], pm=pm)
+    return execute(resolved, pm, **kwargs)
 
 
 try:

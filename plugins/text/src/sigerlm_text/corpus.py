@@ -119,8 +119,18 @@ def _row_to_record(source: Source, row: Any) -> dict[str, Any]:
     return {"messages": messages}
 
 
-def build_corpus(config: CorpusConfig, data_dir: Path, out: Path, tokenizer: Any = None, seed: int | None = None) -> dict[str, Any]:
-    """Write the corpus to ``out`` and its report to ``out.report.json``; return the report."""
+def build_corpus(
+    config: CorpusConfig,
+    data_dir: Path,
+    out: Path,
+    tokenizer: Any = None,
+    seed: int | None = None,
+    valid_fraction: float = 0.0,
+) -> dict[str, Any]:
+    """Write the corpus to ``out`` and its report to ``out.report.json``; return the report.
+
+    With ``valid_fraction``, that share of the rows (after shuffling, whole copies of a row
+    kept together) goes to ``<out stem>.valid.jsonl`` and the rest to ``<out stem>.train.jsonl``."""
     seed = config.seed if seed is None else seed
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -171,6 +181,15 @@ def build_corpus(config: CorpusConfig, data_dir: Path, out: Path, tokenizer: Any
             stats["written"] += copies
         report["sources"].append(stats)
     rng.shuffle(records)
+    if valid_fraction > 0:
+        unique = list({json.dumps(r, sort_keys=True, ensure_ascii=False): None for r in records})
+        held = set(unique[: max(1, int(len(unique) * valid_fraction))])
+        valid = [r for r in records if json.dumps(r, sort_keys=True, ensure_ascii=False) in held]
+        records = [r for r in records if json.dumps(r, sort_keys=True, ensure_ascii=False) not in held]
+        stem = out.with_suffix("")
+        atomic_write(Path(f"{stem}.valid.jsonl"), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in valid))
+        out = Path(f"{stem}.train.jsonl")
+        report["valid_rows"] = len(valid)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     report["rows"] = len(records)
     report["bad"] = sum(s["bad"] for s in report["sources"])

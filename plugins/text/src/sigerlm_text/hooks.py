@@ -95,6 +95,52 @@ def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
                        batch_size, shuffle, {})
 
 
+class TrainTokenizerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[str] = Field(min_length=1, description="Text or JSONL files (or folders) to train on.")
+    fields: list[str] = Field(default_factory=list, description="JSONL fields to use (default: every string field).")
+    vocab_size: int = Field(8000, ge=300)
+    min_frequency: int = Field(2, ge=1)
+    out: str = Field("tokenizer", description="Folder in the run folder for tokenizer.json.")
+
+
+class BuildCorpusOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="A dataset config (YAML or JSON), e.g. registry/datasets/quickstart.yaml.")
+    out: str = Field("corpus.jsonl", description="The corpus file, in the run folder.")
+    data_dir: str | None = Field(None, description="Where the config's relative paths point (default: the data folder).")
+    valid_fraction: float = Field(0.0, ge=0, lt=1, description="Share of rows held out as <out>.valid.jsonl.")
+
+
+def train_tokenizer_step(run, files, fields, vocab_size, min_frequency, out):
+    """Train a BPE on files (or reuse the one a resumed run trained); the run's datasets use it."""
+    from sigerlm_text.corpus_text import iter_documents
+    from sigerlm_text.tokenizers.bpe import FILE, BPETokenizer
+
+    folder = run.out_dir / out
+    if run.resume and (folder / FILE).is_file():
+        tokenizer = BPETokenizer.load(folder)
+    else:
+        tokenizer = BPETokenizer.train(iter_documents(files, fields), vocab_size, min_frequency)
+        if run.is_main:
+            tokenizer.save(folder)
+    run.state["tokenizer"] = tokenizer
+    return {"vocab_size": tokenizer.vocab_size, "hash": tokenizer.hash, "path": str(folder)}
+
+
+def build_corpus_step(run, config, out, data_dir, valid_fraction):
+    """Build a corpus from a dataset config into the run folder."""
+    from sigerlm.paths import data_dir as find_data_dir
+
+    from sigerlm_text.corpus import build_corpus, load_config
+
+    report = build_corpus(load_config(config), find_data_dir(data_dir), run.out_dir / out, None, run.seed, valid_fraction)
+    return {"rows": report["rows"], "valid_rows": report.get("valid_rows", 0), "bad": report["bad"],
+            "duplicates": report["duplicates"]}
+
+
 def bpe(path):
     """A trained ByteLevel BPE (tokenizer.json) with SigerLM's special tokens."""
     from sigerlm_text.tokenizers.bpe import BPETokenizer
@@ -128,6 +174,12 @@ def register_datasets(register):
     register("text_completion", text_completion, options=TextCompletionOptions)
     register("instruction_jsonl", instruction_jsonl, options=ConversationOptions)
     register("chat_jsonl", chat_jsonl, options=ConversationOptions)
+
+
+@hookimpl
+def register_steps(register):
+    register("train-tokenizer", train_tokenizer_step, options=TrainTokenizerOptions)
+    register("build-corpus", build_corpus_step, options=BuildCorpusOptions)
 
 
 @hookimpl
