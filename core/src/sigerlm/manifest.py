@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,6 +46,45 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 REF_PATTERN = r"^([a-z0-9][a-z0-9_.-]*:)?[a-z0-9][a-z0-9_.-]*$"
+
+
+class _InputPath:
+    """Marks an option that names an input file or folder (see ``InputPath``)."""
+
+    def __repr__(self) -> str:
+        return "InputPath"
+
+
+_INPUT_PATH = _InputPath()
+#: An option that names a file or folder the run reads. ``resolve`` checks that it exists,
+#: unless it lies in the run folder (an earlier step may write it), so a typo fails first.
+InputPath = Annotated[str, _INPUT_PATH]
+
+
+def _is_input_path(annotation: Any) -> bool:
+    import typing
+
+    if _INPUT_PATH in getattr(annotation, "__metadata__", ()):
+        return True
+    return any(_is_input_path(arg) for arg in typing.get_args(annotation))
+
+
+def missing_inputs(options: BaseModel, out_dir: Path) -> list[tuple[str, str]]:
+    """``(field, path)`` for every ``InputPath`` option that does not exist (outside ``out_dir``)."""
+    missing = []
+    root = out_dir.resolve()
+    for name, info in type(options).model_fields.items():
+        if not _is_input_path(info.annotation):
+            continue
+        value = getattr(options, name)
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if not isinstance(item, str):
+                continue
+            path = Path(item).expanduser()
+            if path.exists() or path.resolve().is_relative_to(root):
+                continue
+            missing.append((f"{name}[{i}]" if isinstance(value, list) else name, item))
+    return missing
 
 
 class ComponentSpec(BaseModel):
@@ -489,6 +528,10 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
         except ValidationError as exc:
             problems.extend(pydantic_problems(exc, component.options, path, source))
             continue
+        out_dir = Path(manifest.out_dir) if manifest.out_dir else Path("runs") / manifest.name
+        for field, item in missing_inputs(options, out_dir):
+            where = path + tuple(int(p) if p.isdigit() else p for p in re.split(r"[\[\]]+", field) if p)
+            problems.append(Problem(format_path(where), f"{item}: file or folder not found", None, source.line(where)))
         resolved[path] = ResolvedComponent(path, kind, component, options)
     if problems:
         raise ManifestError(problems, source.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from sigerlm import hookimpl
+from sigerlm.manifest import InputPath
 
 
 class BPEOptions(BaseModel):
@@ -48,7 +49,7 @@ def text(config, vocab_size, tie_embeddings):
 class TextCompletionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    files: list[str] = Field(min_length=1, description="Text or JSONL files, or folders of them.")
+    files: list[InputPath] = Field(min_length=1, description="Text or JSONL files, or folders of them.")
     field: str = Field("text", description="The JSONL field that holds the text.")
     tokenizer: str | None = Field(None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's.")
     seq_len: int | None = Field(None, ge=1, description="Window length; default: the model's max_seq_len.")
@@ -60,7 +61,7 @@ class TextCompletionOptions(BaseModel):
 class ConversationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    files: list[str] = Field(min_length=1, description="JSONL files, or folders of them.")
+    files: list[InputPath] = Field(min_length=1, description="JSONL files, or folders of them.")
     tokenizer: str | None = None
     seq_len: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -98,7 +99,7 @@ def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
 class TrainTokenizerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    files: list[str] = Field(min_length=1, description="Text or JSONL files (or folders) to train on.")
+    files: list[InputPath] = Field(min_length=1, description="Text or JSONL files (or folders) to train on.")
     fields: list[str] = Field(default_factory=list, description="JSONL fields to use (default: every string field).")
     vocab_size: int = Field(8000, ge=300)
     min_frequency: int = Field(2, ge=1)
@@ -108,7 +109,7 @@ class TrainTokenizerOptions(BaseModel):
 class BuildCorpusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: str = Field(description="A dataset config (YAML or JSON), e.g. registry/datasets/quickstart.yaml.")
+    config: InputPath = Field(description="A dataset config (YAML or JSON), e.g. registry/datasets/quickstart.yaml.")
     out: str = Field("corpus.jsonl", description="The corpus file, in the run folder.")
     data_dir: str | None = Field(None, description="Where the config's relative paths point (default: the data folder).")
     valid_fraction: float = Field(0.0, ge=0, lt=1, description="Share of rows held out as <out>.valid.jsonl.")
