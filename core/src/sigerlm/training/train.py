@@ -133,6 +133,12 @@ def evaluate(model: Any, dataset: Any, batches: int, device: Any) -> dict[str, f
             total += float(model(_to(batch, device)).detach()) * n
             tokens += n
     model.train(was_training)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # every rank evaluated its own shard
+        summed = torch.tensor([total, tokens], dtype=torch.float64)
+        dist.all_reduce(summed)
+        total, tokens = float(summed[0]), int(summed[1])
     loss = total / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
 
