@@ -7,6 +7,8 @@ step ``record-calls``. Factories import torch when they are called, not here.
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sigerlm.hookspecs import hookimpl
 from sigerlm.testing import components as kit
 
@@ -27,6 +29,24 @@ def register_blocks(register):
 @hookimpl
 def register_adapters(register):
     register("random-embedding", kit.random_embedding, options=kit.RandomEmbeddingOptions)
+
+
+class TorchRuntimeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's choice).")
+
+
+def _torch_runtime(model, threads):
+    """Decode with PyTorch: prefill once, then one position at a time from the state."""
+    from sigerlm.runtime import TorchRuntime
+
+    return TorchRuntime(model, threads)
+
+
+@hookimpl
+def register_runtimes(register):
+    register("torch", _torch_runtime, options=TorchRuntimeOptions)
 
 
 @hookimpl

@@ -91,3 +91,36 @@ def corpus_build(
     if len(report["bad_rows"]) > 20:
         typer.echo(f"  ... {len(report['bad_rows']) - 20} more bad rows in {out}.report.json", err=True)
     typer.echo(f"{report['rows']} rows -> {out} (report: {out}.report.json)")
+
+
+def generate_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder (config.json, model.safetensors, tokenizer).")],
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", help="0: greedy.")] = 0.0,
+    top_k: Annotated[int, typer.Option("--top-k")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="A stop string; repeatable.")] = None,
+    hide_thought: Annotated[bool, typer.Option("--hide-thought", help="Leave <thought> blocks out.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+) -> None:
+    """Continue a prompt with a trained model (cached decoding: each token costs the same)."""
+    from sigerlm.runtime import TorchRuntime
+
+    from sigerlm_text.generation import GenerationConfig, Generator
+    from sigerlm_text.model import SigerLM
+
+    config = GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    repetition_penalty=repetition_penalty, seed=seed, stop=stop or [],
+                                    hide_thought=hide_thought)
+    model = SigerLM.from_pretrained(model_dir)
+    generator = Generator(TorchRuntime(model, threads), model.tokenizer)
+    if stream:
+        for delta in generator.stream(prompt, config):
+            typer.echo(delta, nl=False)
+        typer.echo()
+    else:
+        typer.echo(generator.generate(prompt, config).text)

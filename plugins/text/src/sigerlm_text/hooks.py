@@ -190,6 +190,7 @@ def register_adapters(register):
 
 @hookimpl
 def register_commands(cli):
-    from sigerlm_text.cli import app
+    from sigerlm_text.cli import app, generate_command
 
     cli.add_typer(app, name="text")
+    cli.command("generate")(generate_command)
