@@ -124,3 +124,66 @@ def generate_command(
         typer.echo()
     else:
         typer.echo(generator.generate(prompt, config).text)
+
+
+def chat_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder.")],
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+    top_k: Annotated[int, typer.Option("--top-k")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.1,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    max_context_tokens: Annotated[int, typer.Option("--max-context-tokens")] = 2048,
+) -> None:
+    """Chat with a model: type a message, or /help. Piped input: one message a line."""
+    import sys
+
+    from sigerlm.errors import SigerError
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.runtime import TorchRuntime
+
+    from sigerlm_text.chat_session import ChatSession, collect_commands
+    from sigerlm_text.generation import GenerationConfig, Generator
+    from sigerlm_text.model import SigerLM
+
+    config = GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    repetition_penalty=repetition_penalty, seed=seed)
+    model = SigerLM.from_pretrained(model_dir)
+    session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system, config, max_context_tokens)
+    commands = collect_commands(make_plugin_manager())
+    interactive = sys.stdin.isatty()
+    if interactive:
+        typer.echo(f"{model.identity} chat. /help for commands, /exit to leave.")
+    while True:
+        if interactive:
+            typer.echo("> ", nl=False)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            name, _, arg = line.partition(" ")
+            if name in ("/exit", "/quit"):
+                break
+            if name == "/help":
+                typer.echo("/help  this list\n/exit  leave")
+                for cmd, (_, text) in sorted(commands.items()):
+                    typer.echo(f"{cmd}  {text}")
+                continue
+            if name not in commands:
+                typer.echo(f"unknown command {name}; /help lists them")
+                continue
+            try:
+                out = commands[name][0](session, arg)
+            except (ValueError, SigerError) as exc:
+                out = f"error: {exc}"
+            if out:
+                typer.echo(out)
+            continue
+        for delta in session.stream(line):
+            typer.echo(delta, nl=False)
+        typer.echo()

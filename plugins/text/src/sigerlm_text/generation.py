@@ -188,7 +188,10 @@ class Generator:
     def stream(self, prompt: str, config: GenerationConfig | None = None, **settings: Any) -> Iterator[str]:
         """Text deltas whose concatenation equals ``generate(prompt).text``; a multi-byte UTF-8
         character is never split, and text that may begin a stop string is held back."""
-        config = config or GenerationConfig.build(**settings)
+        return self.stream_ids(self.tokenizer.encode(prompt), config or GenerationConfig.build(**settings))
+
+    def stream_ids(self, prompt_ids: Sequence[int], config: GenerationConfig) -> Iterator[str]:
+        """``stream`` for a prompt that is already token ids (a rendered conversation)."""
         ids: list[int] = []
         emitted = 0
 
@@ -207,8 +210,8 @@ class Generator:
         def should_stop(row: int, token: int) -> bool:
             return _apply_stop(self.tokenizer.decode(ids), config.stop)[1]
 
-        rows = [_Row(0)]
-        for _, token in self.iterate([self.tokenizer.encode(prompt)], config, rows, should_stop):
+        rows = [_Row(len(prompt_ids))]
+        for _, token in self.iterate([list(prompt_ids)], config, rows, should_stop):
             ids.append(token)
             text = visible(final=False)
             if len(text) > emitted:

@@ -178,6 +178,13 @@ def register_datasets(register):
 
 
 @hookimpl
+def add_hooks(plugin_manager):
+    from sigerlm_text.chat_session import ChatSpecs
+
+    plugin_manager.add_hookspecs(ChatSpecs)
+
+
+@hookimpl
 def register_steps(register):
     register("train-tokenizer", train_tokenizer_step, options=TrainTokenizerOptions)
     register("build-corpus", build_corpus_step, options=BuildCorpusOptions)
@@ -190,7 +197,8 @@ def register_adapters(register):
 
 @hookimpl
 def register_commands(cli):
-    from sigerlm_text.cli import app, generate_command
+    from sigerlm_text.cli import app, chat_command, generate_command
 
     cli.add_typer(app, name="text")
     cli.command("generate")(generate_command)
+    cli.command("chat")(chat_command)
