@@ -93,8 +93,11 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                     return F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
                 return linear_cross_entropy(hidden[:, :-1], self.embedding.weight, ids[:, 1:])
 
-            def prefill(self, ids):
-                hidden, state = self.backbone.forward_hidden(self.embedding(ids), return_state=True)
+            def prefill(self, ids, chunk=None):
+                state = None
+                for start in range(0, ids.shape[1], chunk or ids.shape[1]):  # chunked: memory bounded by a chunk
+                    part = ids[:, start : start + (chunk or ids.shape[1])]
+                    hidden, state = self.backbone.forward_hidden(self.embedding(part), state=state, return_state=True)
                 return hidden[:, -1] @ self.embedding.weight.t(), state
 
             def forward_last(self, ids):

@@ -17,18 +17,24 @@ from torch import Tensor
 class TorchRuntime:
     name = "torch"
 
-    def __init__(self, model: Any, threads: int | None = None):
+    def __init__(self, model: Any, threads: int | None = None, prefill_chunk: int = 512):
         if threads:
             torch.set_num_threads(threads)
         self.model = model.eval()
         self.backbone, self.adapter = model.backbone, model.adapter
+        self.prefill_chunk = prefill_chunk
 
     @torch.inference_mode()
     def prefill(self, input_ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        """Logits after the last position ``(b, v)`` and the state, for ``input_ids`` ``(b, l)``."""
-        hidden, state = self.backbone.forward_hidden(
-            self.adapter.embed({"input_ids": input_ids}), state=state, return_state=True
-        )  # (b, l, d)
+        """Logits after the last position ``(b, v)`` and the state, for ``input_ids`` ``(b, l)``.
+
+        Long prompts go through in chunks of ``prefill_chunk`` positions, carrying the state,
+        so prefill memory is bounded by a chunk whatever the prompt's length (same result)."""
+        for start in range(0, input_ids.shape[1], self.prefill_chunk):
+            chunk = input_ids[:, start : start + self.prefill_chunk]
+            hidden, state = self.backbone.forward_hidden(
+                self.adapter.embed({"input_ids": chunk}), state=state, return_state=True
+            )  # (b, chunk, d)
         return self.adapter.head(hidden[:, -1]), state
 
     @torch.inference_mode()

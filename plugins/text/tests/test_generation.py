@@ -165,3 +165,13 @@ def test_generate_command(random_model, tmp_path):
     assert plain.stdout == streamed.stdout and len(plain.stdout) > 1
     bad = subprocess.run([siger, "generate", tmp_path / "m", "Saya", "--top-p", "0"], capture_output=True, text=True)
     assert bad.returncode == 1 and "top_p" in bad.stderr
+
+
+def test_chunked_prefill_gives_the_same_state(random_model, tok):
+    ids = torch.tensor([tok.encode(" ".join(TEXTS[:6]))])
+    whole_logits, whole_state = TorchRuntime(random_model, prefill_chunk=10_000).prefill(ids)
+    chunked_logits, chunked_state = TorchRuntime(random_model, prefill_chunk=7).prefill(ids)
+    torch.testing.assert_close(chunked_logits, whole_logits, rtol=1e-5, atol=1e-5)
+    for (c1, s1), (c2, s2) in zip(whole_state, chunked_state):
+        torch.testing.assert_close(c1, c2)
+        torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,107 @@
+"""Decode benchmark: batch-1 generation cost at growing contexts.
+
+For SigerLM's cached generator (prefill once, in chunks of 512 positions as the torch runtime
+does, then one ``step`` a token), for uncached
+recomputation (the whole sequence again for every token, what the original SigerLM did), and
+(optional extra) for transformers' GPT-2 of equal size with its KV cache: tokens/s and
+ms/token after contexts of 128, 2048 and 8192 tokens, and peak RSS. Each measurement runs in
+its own process. Run alone:
+
+    python benchmarks/decode.py --threads 2 --out docs/benchmarks/decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from backbone import VOCAB, build, peak_mb, rss_mb  # noqa: E402
+
+
+def job(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    impl, ctx, new = spec["impl"], spec["context"], spec["new_tokens"]
+    shape = {"d_model": 256, "n_layers": 8, "d_state": 16, "vocab": VOCAB, "siger_params": 11696384}
+    model = build("gpt2" if impl == "gpt2" else "siger", shape, ctx + new + 1).eval()
+    base = rss_mb()
+    ids = torch.randint(0, VOCAB, (1, ctx))
+    times = []
+    with torch.no_grad():
+        if impl == "uncached":
+            seq = ids
+            for _ in range(new):
+                start = time.perf_counter()
+                token = model.forward_last(seq).argmax(-1)
+                seq = torch.cat([seq, token[:, None]], dim=1)
+                times.append(time.perf_counter() - start)
+        else:
+            logits, state = model.prefill(ids, chunk=512) if impl == "cached" else model.prefill(ids)
+            token = logits.argmax(-1)
+            for _ in range(new):
+                start = time.perf_counter()
+                logits, state = model.step(token, state)
+                token = logits.argmax(-1)
+                times.append(time.perf_counter() - start)
+    ms = 1000 * statistics.median(times)
+    return {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "peak_rss_mb": peak_mb(), "rss_model_mb": base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contexts", nargs="*", type=int, default=[128, 2048, 8192])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--uncached-tokens", type=int, default=4, help="recomputation is slow: fewer tokens")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        print(json.dumps(job(json.loads(args.job))))
+        return
+    impls = ["cached", "uncached"]
+    try:
+        import transformers  # noqa: F401
+
+        impls.append("gpt2")
+    except ImportError:
+        pass
+    results: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for ctx in args.contexts:
+            for impl in impls:
+                new = args.uncached_tokens if impl == "uncached" else args.new_tokens
+                spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads}
+                proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True)
+                out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
+                results.setdefault(f"{impl}/{ctx}", []).append(out)
+                print(f"{impl} {ctx}: {out}", file=sys.stderr, flush=True)
+    report = {"threads": args.threads, "rows": {}}
+    print("| context | implementation | ms/token | tokens/s | x cached | peak RSS MB |\n|---|---|---|---|---|---|")
+    for ctx in args.contexts:
+        base = statistics.median(r["ms_per_token"] for r in results[f"cached/{ctx}"] if "ms_per_token" in r)
+        for impl in impls:
+            rows = [r for r in results[f"{impl}/{ctx}"] if "ms_per_token" in r]
+            if not rows:
+                print(f"| {ctx} | {impl} | failed | | | |")
+                continue
+            ms = statistics.median(r["ms_per_token"] for r in rows)
+            peak = statistics.median(r["peak_rss_mb"] for r in rows)
+            report["rows"][f"{impl}/{ctx}"] = {"ms_per_token": ms, "peak_rss_mb": peak}
+            print(f"| {ctx} | {impl} | {ms:.2f} | {1000 / ms:.1f} | {base / ms:.3f} | {peak:.0f} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
