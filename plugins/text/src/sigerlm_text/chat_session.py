@@ -12,19 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sigerlm import hookspec
 from sigerlm_text.chat import ROLES, encode_content
 from sigerlm_text.generation import GenerationConfig, Generator
-
-
-class ChatSpecs:
-    @hookspec
-    def register_chat_commands(self, register: Any) -> None:
-        """Add chat commands: ``register("/name", handler, help)``; ``handler(session, argument)``
-        returns the text to show (or None). Added by sigerlm-text.
-
-        .. versionadded:: 0.1
-        """
 
 
 class PromptBuilder:

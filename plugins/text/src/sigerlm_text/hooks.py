@@ -179,7 +179,7 @@ def register_datasets(register):
 
 @hookimpl
 def add_hooks(plugin_manager):
-    from sigerlm_text.chat_session import ChatSpecs
+    from sigerlm_text.hookspecs import ChatSpecs
 
     plugin_manager.add_hookspecs(ChatSpecs)
 
