@@ -175,3 +175,19 @@ def test_chunked_prefill_gives_the_same_state(random_model, tok):
     for (c1, s1), (c2, s2) in zip(whole_state, chunked_state):
         torch.testing.assert_close(c1, c2)
         torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-5)
+
+
+def test_left_and_right_padding_give_the_unpadded_results(random_model, tok):
+    gen = Generator(TorchRuntime(random_model), tok)
+    prompts = [tok.encode("Nyak"), tok.encode("Saya mau makan di kampung")]
+    config = GenerationConfig(max_new_tokens=10)
+    expected = [r.ids for r in gen.generate_ids(prompts, config)]
+    width, pad = max(map(len, prompts)), tok.pad_id
+    for side in ("left", "right"):
+        ids = torch.full((2, width), pad)
+        mask = torch.zeros(2, width, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            where = slice(width - len(p), width) if side == "left" else slice(0, len(p))
+            ids[i, where] = torch.tensor(p)
+            mask[i, where] = 1
+        assert [r.ids for r in gen.generate_padded(ids, mask, config)] == expected, side

@@ -154,3 +154,12 @@ def assert_imports_without_torch(module: str) -> None:
 
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def manifest_test_overrides(path: str | Path) -> list[str]:
+    """The ``--set`` overrides a manifest asks tests to use, from a comment line
+    ``# test-overrides: key=value ...`` (to shrink a long main job to seconds)."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# test-overrides:"):
+            return line.split(":", 1)[1].split()
+    return []

@@ -115,6 +115,14 @@ class Generator:
             pass
         return rows
 
+    def generate_padded(self, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> list[_Row]:
+        """``generate_ids`` for a padded batch (left or right padding): only the positions the
+        mask marks 1 are fed to the model, so padding never changes a row's state."""
+        if input_ids.shape != attention_mask.shape:
+            raise GenerationError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ")
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)]
+        return self.generate_ids(prompts, config)
+
     def iterate(
         self, prompts: Sequence[Sequence[int]], config: GenerationConfig, rows: list[_Row], should_stop: Any = None
     ) -> Iterator[tuple[int, int]]:
