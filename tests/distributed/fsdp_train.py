@@ -56,8 +56,9 @@ def main() -> None:
             value /= world
         losses.append(float(value))
     if rank == 0:
-        print(json.dumps(losses))
+        print(json.dumps(losses), flush=True)
     if world > 1:
+        dist.barrier()  # every rank is done before the group is torn down
         dist.destroy_process_group()
 
 
