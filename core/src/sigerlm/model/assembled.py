@@ -29,10 +29,9 @@ class AdaptedModel(nn.Module):
         return self.adapter.loss(batch, hidden)
 
     def save(self, folder: str | Path, tokenizer: Any = None, plugins: dict[str, str] | None = None) -> Path:
-        tensors = {k: v for k, v in self.state_dict().items()}
         return save_model_folder(
             folder,
-            tensors,
+            self.state_dict(),
             self.config,
             adapter=self.adapter_spec,
             plugins=plugins,

@@ -131,25 +131,20 @@ def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[s
     if split is not None and batches:
         import torch
 
-        from sigerlm.model.backbone import Backbone
+        from sigerlm.model.assembled import build_model
 
         model = None
         if run.manifest.model is not None and run.manifest.model.adapter is not None:
             torch.manual_seed(run.seed)
-            config = run.resolved.config
-            adapter = run.component("model", "adapter").build(config)
-            block = run.component("model", "block")
-            model = (adapter, Backbone(config, lambda cfg, i: block.build(cfg, i)).eval())
+            model = build_model(run).eval()
         tokens, losses = 0, []
         for i, batch in enumerate(run.dataset(split)):
             if i >= batches:
                 break
             tokens += int(batch["input_ids"].numel())
             if model is not None:
-                adapter, backbone = model
                 with torch.no_grad():
-                    hidden = backbone.forward_hidden(adapter.embed(batch))
-                    losses.append(float(adapter.loss(batch, hidden)))
+                    losses.append(float(model(batch)))
         out["tokens"] = tokens
         entry["tokens"] = tokens
         if losses:

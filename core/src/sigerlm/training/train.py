@@ -15,6 +15,7 @@ CUDA): each rank reads its own shard, and only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -212,7 +213,7 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
             for micro in range(o.grad_accum):
                 batch = _to(next(batches), device)
                 sync = dist is None or micro == o.grad_accum - 1
-                context = ddp_model.no_sync() if not sync else _null()
+                context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
                 with context, torch.autocast(device.type, dtype=amp, enabled=amp is not None and device.type == "cuda"):
                     loss = ddp_model(batch) / o.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
@@ -274,14 +275,6 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
             text += f" (unigram baseline {summary['unigram_perplexity']:.2f})"
     log.info("%s, %.0f tokens/s", text, tokens_per_s)
     return summary
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: Any) -> None:
-        return None
 
 
 def _plugin_versions(run: Any) -> dict[str, str]:

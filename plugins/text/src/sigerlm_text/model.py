@@ -124,14 +124,10 @@ class SigerLM(nn.Module):
     # -- model folders -----------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path, plugins: dict[str, str] | None = None) -> Path:
         """Config, weights and tokenizer in one folder, written atomically."""
-        tensors = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
-        tensors["adapter.embedding.weight"] = self.adapter.embedding.weight
-        if self.adapter.lm_head is not None:
-            tensors["adapter.lm_head.weight"] = self.adapter.lm_head.weight
         adapter = {"use": "text", "vocab_size": self.adapter.vocab_size, "tie_embeddings": self.adapter.tie_embeddings}
         return save_model_folder(
             folder,
-            tensors,
+            self.state_dict(),
             self.config,
             adapter=adapter,
             plugins=plugins,
@@ -160,16 +156,8 @@ class SigerLM(nn.Module):
                 f"({tokenizer.hash[:12]}...): token ids would mean different text. Use the tokenizer saved in the folder"
             )
         model = cls(config, int(adapter["vocab_size"]), tokenizer, bool(adapter.get("tie_embeddings", True)), plugin_manager)
-        tensors = read_tensors(folder / WEIGHTS_FILE)
-        expected = {f"backbone.{k}" for k in model.backbone.state_dict()} | {"adapter.embedding.weight"}
-        if model.adapter.lm_head is not None:
-            expected.add("adapter.lm_head.weight")
-        own = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
-        load_state(model.backbone, own, source=str(folder / WEIGHTS_FILE))
-        adapter_tensors = {k.removeprefix("adapter."): v for k, v in tensors.items() if k.startswith("adapter.")}
-        load_state(model.adapter, adapter_tensors, source=str(folder / WEIGHTS_FILE))
-        unknown = sorted(set(tensors) - expected)
-        if unknown:
-            raise CheckpointError(f"{folder / WEIGHTS_FILE}: unexpected tensors: {', '.join(unknown)}")
+        # the folder's tensor names are the model's own (backbone.*, adapter.*): one check names
+        # every missing, unexpected or mis-shaped tensor
+        load_state(model, read_tensors(folder / WEIGHTS_FILE), source=str(folder / WEIGHTS_FILE))
         return model.eval()
 
