@@ -12,6 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -e "./core[test]" \
   -e "./plugins/text[test]" \
+  -e "./plugins/lora[test]" \
   -e "./plugins/moe[test]" \
   -e "./plugins/lampung[test]" \
   -e "./plugins/serving[test]"

@@ -112,6 +112,11 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    init_from: str | None = Field(
+        None,
+        description="A model folder to start from (fine-tuning, LoRA): its backbone config, adapter and weights. "
+        "model.config may still override fields that do not change shapes (dropout, ...).",
+    )
     profile: str | None = Field(None, description="SigerConfig profile (tiny, small, ...).")
     config: dict[str, Any] = Field(default_factory=dict, description="SigerConfig field overrides.")
     block: ComponentSpec | None = Field(None, description="Backbone block (default: ssm).")
@@ -481,6 +486,33 @@ class ResolvedManifest:
         return hashlib.sha256(blob).hexdigest()
 
 
+def _init_from(manifest: Manifest, source: ManifestSource, problems: list[Problem]) -> SigerConfig | None:
+    """The config of ``model.init_from``'s folder (with ``model.config`` on top); fills in the
+    folder's block and adapter where the manifest names none."""
+    from sigerlm.model.config import ConfigError, SigerConfig
+    from sigerlm.model.folder import CheckpointError, read_config
+
+    model = manifest.model
+    assert model is not None and model.init_from is not None
+    where: tuple[str | int, ...] = ("model", "init_from")
+    if model.profile is not None:
+        problems.append(Problem("model.profile", "give either model.profile or model.init_from: the folder's config "
+                                "fixes the model's shape", None, source.line(("model", "profile"))))
+        return None
+    try:
+        saved, meta = read_config(model.init_from)
+        config = SigerConfig.from_dict({**saved.to_dict(), **model.config}) if model.config else saved
+    except (CheckpointError, ConfigError) as exc:
+        problems.append(Problem(format_path(where), str(exc), None, source.line(where)))
+        return None
+    if model.block is None:
+        model.block = ComponentSpec(use=config.block)
+    adapter = meta.get("adapter")
+    if model.adapter is None and adapter:
+        model.adapter = ComponentSpec.model_validate(dict(adapter))
+    return config
+
+
 def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) -> ResolvedManifest:
     """Find every component and validate its options; raise one error listing every problem."""
     from sigerlm.model.config import ConfigError, SigerConfig
@@ -489,7 +521,11 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
     resolved: dict[tuple[str | int, ...], ResolvedComponent] = {}
     config: SigerConfig | None = None
     specs = manifest.component_specs()
-    if manifest.model is not None:
+    profile_block = False
+    if manifest.model is not None and manifest.model.init_from is not None:
+        config = _init_from(manifest, source, problems)
+        specs = manifest.component_specs()
+    elif manifest.model is not None:
         try:
             config = SigerConfig.from_profile(manifest.model.profile, **manifest.model.config)
         except ConfigError as exc:
@@ -500,8 +536,6 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
             manifest.model.block = ComponentSpec(use=config.block)
             specs = manifest.component_specs()
             profile_block = True
-        else:
-            profile_block = False
     for path, kind, spec in specs:
         try:
             component = pm.get_component(kind, spec.use)

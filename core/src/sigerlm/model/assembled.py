@@ -2,10 +2,14 @@
 
 Tensors are named ``backbone.*`` and ``adapter.*``, the layout of every SigerLM model folder,
 so a folder written here loads with the adapter's own model class (``SigerLM`` for text).
+
+A transform that trains only part of the model (LoRA) sets ``model.saver``: ``save`` then
+writes what the transform trained (an adapter folder) instead of the whole model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,10 @@ class AdaptedModel(nn.Module):
         self.adapter = adapter
         self.adapter_spec = adapter_spec or {}
         self.config = backbone.config
+        #: ``saver(folder, tokenizer, plugins) -> Path``, set by transforms that save only their part
+        self.saver: Callable[[Path, Any, dict[str, str] | None], Path] | None = None
+        #: the model folder the weights came from (``model.init_from``), if any
+        self.init_from: Path | None = None
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """The adapter's loss on a batch."""
@@ -29,6 +37,8 @@ class AdaptedModel(nn.Module):
         return self.adapter.loss(batch, hidden)
 
     def save(self, folder: str | Path, tokenizer: Any = None, plugins: dict[str, str] | None = None) -> Path:
+        if self.saver is not None:
+            return self.saver(Path(folder), tokenizer, plugins)
         return save_model_folder(
             folder,
             self.state_dict(),
@@ -55,6 +65,13 @@ def build_model(run: Any) -> AdaptedModel:
     spec = {"use": adapter_component.component.qualified_name.split(":")[-1]}
     spec.update(adapter_component.options.model_dump(mode="json"))
     model = AdaptedModel(backbone, adapter, spec)
+    if manifest.model.init_from is not None:
+        from sigerlm.model.checkpoint import WEIGHTS_FILE, load_state, read_tensors
+
+        folder = Path(manifest.model.init_from)
+        weights = folder / WEIGHTS_FILE
+        load_state(model, read_tensors(weights), source=str(weights))
+        model.init_from = folder
     for i, transform in enumerate(manifest.model.transforms):
         model = run.component("model", "transforms", i).build(model)
     return model

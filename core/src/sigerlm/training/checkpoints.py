@@ -3,8 +3,10 @@
 A checkpoint is a folder ``checkpoints/step-00000100/`` holding ``model.safetensors`` (the
 weights), ``optimizer.safetensors`` (the optimizer's tensors), ``state.json`` (step, data
 position, learning-rate schedule, optimizer scalars, Python and NumPy RNG states) and
-``torch_rng.safetensors``, plus ``checksums.json`` with the sha256 of each file. It is written
-into a temporary folder and renamed into place. Loading checks every checksum: a damaged
+``torch_rng.safetensors``, plus ``checksums.json`` with the sha256 of each file. When part of
+the model is frozen (LoRA), ``model.safetensors`` holds only the trainable tensors: the frozen
+ones come back from where they came from (``model.init_from``). It is written into a temporary
+folder and renamed into place. Loading checks every checksum: a damaged
 latest checkpoint is skipped, with a warning, for the one before it.
 """
 
@@ -54,6 +56,20 @@ def _set_rng_state(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> N
     torch.set_rng_state(tensors["torch"])
 
 
+def trainable_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """The tensors a checkpoint keeps, and whether they are only the trainable part."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    trainable = trainable_names(model)
+    frozen = any(not p.requires_grad for p in model.parameters())
+    if frozen:
+        state = {k: v for k, v in state.items() if k in trainable}
+    return state, frozen
+
+
 def save(
     folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int
 ) -> Path:
@@ -71,9 +87,11 @@ def save(
             else:
                 scalars[f"{index}.{key}"] = value
     rng, rng_tensors = _rng_state()
-    state = {"step": step, "extra": extra, "rng": rng, "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+    weights, partial = model_tensors(model)
+    state = {"step": step, "extra": extra, "rng": rng, "partial": partial,
+             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
     with atomic_directory(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(weights, str(tmp / "model.safetensors"))
         save_file(tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))
         save_file(rng_tensors, str(tmp / "torch_rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state))
@@ -106,10 +124,26 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict
     """Restore weights, optimizer and RNG states; returns the saved step and extra state."""
     from safetensors.torch import load_file
 
-    from sigerlm.model.checkpoint import load_state
+    from sigerlm.model.checkpoint import CheckpointError, load_state
 
-    load_state(model, load_file(str(path / "model.safetensors")), source=str(path / "model.safetensors"))
     state = json.loads((path / "state.json").read_text())
+    weights = load_file(str(path / "model.safetensors"))
+    source = str(path / "model.safetensors")
+    if state.get("partial"):
+        # only the trainable tensors were saved: check them by name and shape, load them alone
+        trainable = trainable_names(model)
+        if set(weights) != trainable:
+            missing, unexpected = sorted(trainable - set(weights)), sorted(set(weights) - trainable)
+            raise CheckpointError(f"{source} holds the trainable tensors of another model "
+                                  f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                if tuple(value.shape) != tuple(params[name].shape):
+                    raise CheckpointError(f"{source}: '{name}' is {tuple(value.shape)}, the model's {tuple(params[name].shape)}")
+                params[name].copy_(value)
+    else:
+        load_state(model, weights, source=source)
     tensors = load_file(str(path / "optimizer.safetensors"))
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():

@@ -5,7 +5,8 @@ AdamW without weight decay on parameters tagged ``_no_weight_decay`` (norms, bia
 ``D``, embeddings); a cosine schedule with linear warm-up and a floor; gradient accumulation;
 clipping (the norm is reported); autocast on CUDA; seeded, reproducible CPU runs; evaluation
 every ``eval_every`` steps (loss and perplexity, next to a unigram baseline from the same
-data); checkpoints every ``checkpoint_every`` steps and at the end (the newest ``keep``), from
+data); only the parameters left trainable by the model's transforms are optimized (LoRA);
+checkpoints every ``checkpoint_every`` steps and at the end (the newest ``keep``), from
 which ``siger run --resume`` continues exactly; ``metrics.jsonl`` (one line a step), a
 progress bar, a loss plot (``loss.png``) and the final model folder.
 
@@ -173,6 +174,9 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
     np.random.seed(run.seed)
     model = build_model(run).to(device)
     model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("parameters: %d trainable of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
     ckpt_dir = run.out_dir / "checkpoints"
     metrics_path = run.out_dir / "metrics.jsonl"
@@ -254,7 +258,8 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
         if metrics_file is not None:
             metrics_file.close()
 
-    summary: dict[str, Any] = {"steps": o.max_steps, "final_loss": last.get("loss")}
+    summary: dict[str, Any] = {"steps": o.max_steps, "final_loss": last.get("loss"),
+                               "trainable_parameters": trainable, "parameters": total}
     if evals:
         summary.update(valid_loss=evals[-1]["valid_loss"], valid_perplexity=evals[-1]["valid_perplexity"])
         vocab = getattr(model.adapter, "vocab_size", None)
@@ -268,6 +273,7 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
             summary["plot"] = str(_plot(metrics_path, run.out_dir / "loss.png"))
     tokens_per_s = tokens_seen / max(time.perf_counter() - started, 1e-9)
     summary["tokens_per_s"] = tokens_per_s
+    run.state["model"] = model.eval()  # for later steps (evaluation) of the same run
     text = f"trained {o.max_steps} steps: loss {summary['final_loss']:.4f}" if summary["final_loss"] is not None else "nothing to train"
     if "valid_perplexity" in summary:
         text += f", valid perplexity {summary['valid_perplexity']:.2f}"

@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import string
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,16 +219,19 @@ class _Conversations(_Base):
     def _messages(self, row: Any) -> list[dict[str, str]]:
         raise NotImplementedError
 
+    def _conversations(self, row: dict[str, Any]) -> list[list[dict[str, str]]]:
+        return [self._messages(row)]
+
     def _examples(self) -> Iterator[tuple[list[int], list[bool] | None]]:
         for file, number, row in self._rows():
             try:
                 if not isinstance(row, dict):
                     raise RowError("not an object")
-                ids, mask = render(self.tokenizer, self._messages(row))
+                rendered = [render(self.tokenizer, messages) for messages in self._conversations(row)]
             except RowError as exc:
                 self.problems.append(f"{file}:{number}: {exc}")
                 continue
-            yield ids, mask
+            yield from rendered
 
     def __len__(self) -> int:
         return len(self._order(self.cache.meta["examples"])) // self.batch_size
@@ -254,10 +258,33 @@ class _Conversations(_Base):
 
 
 class InstructionJsonl(_Conversations):
+    """Instruction rows; or, with ``templates``, examples formatted from any row's fields."""
+
     kind = "instruction_jsonl"
+
+    def __init__(self, *args: Any, templates: list[dict[str, str]] | None = None,
+                 where: dict[str, Any] | None = None, **kwargs: Any):
+        self.templates = templates or []
+        self.where = {k: (v if isinstance(v, list) else [v]) for k, v in (where or {}).items()}
+        super().__init__(*args, **kwargs)
 
     def _messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
         return instruction_to_messages(row)
+
+    def _conversations(self, row: dict[str, Any]) -> list[list[dict[str, str]]]:
+        if any(row.get(k) not in values for k, values in self.where.items()):
+            return []
+        if not self.templates:
+            return [self._messages(row)]
+        out = []
+        for template in self.templates:
+            names = {name for part in template.values() for _, name, _, _ in string.Formatter().parse(part) if name}
+            values = {n: row.get(n) for n in names}
+            if any(not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip()) for v in values.values()):
+                continue  # this row has no such pair: the template does not apply
+            filled = {k: v.format_map({n: str(x).strip() for n, x in values.items()}) for k, v in template.items()}
+            out.append(self._messages({k: v for k, v in filled.items() if v or k in ("instruction", "output")}))
+        return out
 
 
 class ChatJsonl(_Conversations):

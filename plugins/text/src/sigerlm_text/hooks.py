@@ -78,13 +78,37 @@ def text_completion(run, files, field, tokenizer, seq_len, stride, batch_size, s
                             batch_size, shuffle, options, field=field, stride=stride or length)
 
 
-def instruction_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
-    """{instruction, input, output, system?, reasoning?} rows in the chat template; loss on the answer."""
+class InstructionTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str = Field(description="Format string over the row's fields, e.g. 'Translate to English: {lampung}'.")
+    input: str = ""
+    output: str = Field(description="Format string for the answer, e.g. '{english}'.")
+    system: str = ""
+    name: str = Field("", description="A label for reports (eval-generation scores each template).")
+
+
+class InstructionOptions(ConversationOptions):
+    templates: list[InstructionTemplate] = Field(
+        default_factory=list,
+        description="Build examples from other JSONL shapes (parallel pairs, say): each template makes one example "
+        "of every row that has non-empty values for the fields it names. Empty: rows are {instruction, input, output}.",
+    )
+    where: dict[str, str | int | bool | list[str | int | bool]] = Field(
+        default_factory=dict, description="Keep only rows whose field equals the value (or one of the values).",
+    )
+
+
+def instruction_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle, templates, where):
+    """{instruction, input, output, system?, reasoning?} rows in the chat template; loss on the answer.
+    With ``templates``, examples are made from any row shape (both directions of a parallel pair)."""
     from sigerlm_text import datasets as d
 
     length = d.resolve_seq_len(run, seq_len)
+    shaped = [t.model_dump() for t in templates]
+    options = {"templates": shaped, "where": where} if shaped or where else {}
     return d.InstructionJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
-                              batch_size, shuffle, {})
+                              batch_size, shuffle, options, templates=shaped, where=where)
 
 
 def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
@@ -94,6 +118,26 @@ def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
     length = d.resolve_seq_len(run, seq_len)
     return d.ChatJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
                        batch_size, shuffle, {})
+
+
+class EvalGenerationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[InputPath] = Field(min_length=1, description="JSONL files (or folders of them) with the references.")
+    templates: list[InstructionTemplate] = Field(
+        min_length=1, description="How a row becomes a prompt (instruction, input) and its reference (output).")
+    where: dict[str, str | int | bool | list[str | int | bool]] = Field(default_factory=dict)
+    limit: int | None = Field(None, ge=1, description="At most this many rows per template.")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1, description="Prompts decoded together.")
+    name: str = Field("eval", pattern=r"^[A-Za-z0-9_.-]+$", description="Names the result and <name>.predictions.jsonl.")
+
+
+def eval_generation(run, files, templates, where, limit, max_new_tokens, batch_size, name):
+    """Greedy answers to templated JSONL rows, scored with chrF++ (word_order=2), BLEU and exact match."""
+    from sigerlm_text.evaluate import eval_generation as evaluate
+
+    return evaluate(run, files, templates, where, limit, max_new_tokens, batch_size, name)
 
 
 class TrainTokenizerOptions(BaseModel):
@@ -173,8 +217,30 @@ def register_tokenizers(register):
 @hookimpl
 def register_datasets(register):
     register("text_completion", text_completion, options=TextCompletionOptions)
-    register("instruction_jsonl", instruction_jsonl, options=ConversationOptions)
+    register("instruction_jsonl", instruction_jsonl, options=InstructionOptions)
     register("chat_jsonl", chat_jsonl, options=ConversationOptions)
+
+
+@hookimpl
+def prepare_run(run):
+    """A run that starts from a text model folder (``model.init_from``) uses the folder's tokenizer."""
+    model = run.manifest.model
+    if model is None or model.init_from is None or "tokenizer" in run.state:
+        return
+    import json
+    from pathlib import Path
+
+    folder = Path(model.init_from)
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if meta.get("tokenizer_hash"):
+        from sigerlm_text.tokenizers.select import load_tokenizer
+
+        tokenizer = load_tokenizer(folder)
+        if tokenizer.hash != meta["tokenizer_hash"]:
+            from sigerlm.errors import SigerError
+
+            raise SigerError(f"{folder}: its tokenizer files do not match the hash in config.json (damaged folder?)")
+        run.state["tokenizer"] = tokenizer
 
 
 @hookimpl
@@ -188,6 +254,7 @@ def add_hooks(plugin_manager):
 def register_steps(register):
     register("train-tokenizer", train_tokenizer_step, options=TrainTokenizerOptions)
     register("build-corpus", build_corpus_step, options=BuildCorpusOptions)
+    register("eval-generation", eval_generation, options=EvalGenerationOptions)
 
 
 @hookimpl

@@ -1,0 +1,119 @@
+"""The ``eval-generation`` step: generate answers for JSONL rows and score them against references.
+
+Rows become prompts through the same templates ``instruction_jsonl`` trains with (so a
+translation adapter is asked exactly the way it was taught); the answer is decoded greedily
+and scored with sacrebleu: chrF++ (``word_order=2``), BLEU and exact match, per template and
+overall. The model is the run's current one: the model the train step just trained, or, before
+any training, the manifest's model built afresh (``model.init_from`` and its transforms; a new
+LoRA adapter changes nothing until trained). Predictions go to a JSONL file in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from pathlib import Path
+from typing import Any
+
+from sigerlm.errors import SigerError
+
+log = logging.getLogger("sigerlm.text")
+
+
+def _fields(template: dict[str, str]) -> set[str]:
+    return {name for part in template.values() for _, name, _, _ in string.Formatter().parse(part or "") if name}
+
+
+def prompts_and_references(rows: list[dict[str, Any]], template: dict[str, str]) -> list[tuple[dict[str, str], str]]:
+    """``(filled template, reference)`` for every row with all the template's fields."""
+    out = []
+    names = _fields(template)
+    for row in rows:
+        values = {n: row.get(n) for n in names}
+        if any(not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip()) for v in values.values()):
+            continue
+        filled = {k: (v or "").format_map({n: str(x).strip() for n, x in values.items()}) for k, v in template.items()}
+        out.append((filled, filled["output"]))
+    return out
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    try:
+        import sacrebleu
+    except ImportError:
+        raise SigerError("eval-generation scores with sacrebleu: pip install 'sigerlm-text[eval]'") from None
+    if not hypotheses:
+        return {"n": 0}
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references], word_order=2)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
+    exact = sum(h.strip().lower() == r.strip().lower() for h, r in zip(hypotheses, references))
+    return {"n": len(hypotheses), "chrf_pp": round(chrf.score, 2), "bleu": round(bleu.score, 2),
+            "exact_match": round(100 * exact / len(hypotheses), 2)}
+
+
+def current_model(run: Any) -> Any:
+    model = run.state.get("model")
+    if model is None:
+        from sigerlm.model.assembled import build_model
+
+        model = build_model(run)
+    return model.eval()
+
+
+def eval_generation(run: Any, files: list[str], templates: list[Any], where: dict[str, Any], limit: int | None,
+                    max_new_tokens: int, batch_size: int, name: str) -> dict[str, Any]:
+    """The step's factory: returns ``{template: scores, ..., "overall": scores}``."""
+    import torch
+
+    from sigerlm.io import atomic_write, read_jsonl
+    from sigerlm.runtime import TorchRuntime
+    from sigerlm_text.chat import instruction_to_messages
+    from sigerlm_text.chat_session import PromptBuilder
+    from sigerlm_text.datasets import expand
+    from sigerlm_text.generation import GenerationConfig, Generator
+
+    tokenizer = run.state.get("tokenizer")
+    if tokenizer is None:
+        raise SigerError("eval-generation needs the run's tokenizer (a train-tokenizer step, or model.init_from "
+                         "a text model folder)")
+    wanted = {k: (v if isinstance(v, list) else [v]) for k, v in where.items()}
+    rows: list[dict[str, Any]] = []
+    for file in expand(files, (".jsonl",)):
+        for number, row, error in read_jsonl(file):
+            if error is not None:
+                raise SigerError(f"{file}:{number}: {error}")
+            if isinstance(row, dict) and all(row.get(k) in v for k, v in wanted.items()):
+                rows.append(row)
+    model = current_model(run)
+    generator = Generator(TorchRuntime(model), tokenizer)
+    builder = PromptBuilder(tokenizer)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    results: dict[str, Any] = {}
+    predictions: list[dict[str, Any]] = []
+    all_hyp: list[str] = []
+    all_ref: list[str] = []
+    for index, template in enumerate(templates):
+        spec = template.model_dump() if hasattr(template, "model_dump") else dict(template)
+        label = spec.pop("name", "") or f"template{index}"
+        pairs = prompts_and_references(rows, spec)[:limit] if limit else prompts_and_references(rows, spec)
+        hyps: list[str] = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            prompts = [builder.build(instruction_to_messages(filled)[:-1]) for filled, _ in chunk]
+            with torch.inference_mode():
+                decoded = generator.generate_ids(prompts, config)
+            hyps += [generator._finish(row, config).text.strip() for row in decoded]
+        refs = [ref for _, ref in pairs]
+        results[label] = score(hyps, refs)
+        for (filled, ref), hyp in zip(pairs, hyps):
+            predictions.append({"template": label, "prompt": filled["instruction"], "reference": ref, "prediction": hyp})
+        all_hyp += hyps
+        all_ref += refs
+        log.info("%s %s: %s", name, label, results[label])
+    results["overall"] = score(all_hyp, all_ref)
+    out = Path(run.out_dir) / f"{name}.predictions.jsonl"
+    if run.is_main:
+        atomic_write(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
+    results["predictions"] = str(out)
+    return results
