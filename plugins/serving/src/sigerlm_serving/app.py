@@ -1,0 +1,191 @@
+"""The FastAPI application: middleware (body limit, CORS, security headers), API-key checks,
+uniform errors, the web page, and the routes every plugin adds through ``register_routes``."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sigerlm_serving.errors import ApiError, error_body
+from sigerlm_serving.service import AppState, key_id
+from sigerlm_serving.settings import ServeSettings, settings_from_env
+
+log = logging.getLogger("sigerlm.serving")
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 406: "not_acceptable", 411: "length_required",
+                413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+                429: "too_many_requests"}
+PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; "
+                                           "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
+
+
+class BodyLimit:
+    """413 for a request body over ``max_bytes`` (by Content-Length, or counted as it arrives)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                return await _send_json(send, 400, error_body(400, "bad_content_length", "invalid Content-Length"))
+            if too_big:
+                return await _send_json(send, 413, error_body(413, "body_too_large", self._message()))
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"the request body is larger than this server's limit of {self.max_bytes} bytes"
+
+
+async def _send_json(send: Any, status: int, body: dict) -> None:
+    import json
+
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _auth_dependency(state: AppState) -> Any:
+    keys = [k.encode() for k in state.settings.api_keys]
+
+    async def check_api_key(request: Request) -> None:
+        """``X-Siger-API-Key: KEY`` or ``Authorization: Bearer KEY`` when the server has keys."""
+        if not keys:
+            request.state.siger_key = "client-" + (request.client.host if request.client else "unknown")
+            return
+        given = request.headers.get("x-siger-api-key")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if not given:
+            raise ApiError(401, "missing_api_key", "this server needs an API key: send X-Siger-API-Key or "
+                           "Authorization: Bearer")
+        candidate, ok = given.encode(), False
+        for key in keys:  # compare with every key, in constant time each
+            ok |= hmac.compare_digest(key, candidate)
+        if not ok:
+            raise ApiError(401, "invalid_api_key", "the API key is not valid")
+        request.state.siger_key = key_id(given)
+
+    return check_api_key
+
+
+def create_app(settings: ServeSettings, plugin_manager: Any = None, model: Any = None) -> FastAPI:
+    """Load the model and the store, collect every plugin's routes, and return the app."""
+    from sigerlm.plugins import make_plugin_manager
+
+    if plugin_manager is None:
+        plugin_manager = make_plugin_manager()
+    if "serving" not in plugin_manager.records or not plugin_manager.records["serving"].loaded:
+        from sigerlm.plugins import PluginRecord
+
+        from sigerlm_serving import hooks
+
+        record = PluginRecord("serving", hooks.__name__, distribution="sigerlm-serving")
+        if not plugin_manager.load_module(hooks, "serving", record):
+            raise RuntimeError(f"the serving plugin could not be registered: {record.error}")
+    state = AppState(settings, plugin_manager, model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.close()
+
+    app = FastAPI(title="SigerLM", version=_version(), lifespan=lifespan,
+                  description=f"The SigerLM HTTP API serving {state.identity}. Errors are "
+                              '`{"error": {"code", "message", "type"}}`.')
+    app.state.siger = state
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body(400, "malformed_json", "the request body is not valid JSON"), 400)
+        if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") in ("model_attributes_type", "dict_type",
+                                                                          "model_type") for e in errors):
+            return JSONResponse(error_body(400, "malformed_json", "the request body must be a JSON object"), 400)
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors]
+        summary = "; ".join(f"{'.'.join(d['loc'][1:] or d['loc'])}: {d['msg']}" for d in details[:5])
+        return JSONResponse(error_body(422, "invalid_request", summary or "invalid request", details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 400 and "parsing the body" in message:
+            message, code = "the request body could not be read", "bad_body"
+        return JSONResponse(error_body(exc.status_code, code, message), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(500, "internal_error", "internal server error"), 500)
+
+    # open: health, the page and its files
+    @app.get("/health", tags=["status"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": state.identity}
+
+    static = resources.files("sigerlm_serving") / "static"
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(static / "index.html"), headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    # every plugin's routes (this plugin's /v1 API included), behind the API-key check
+    router = APIRouter(dependencies=[Depends(_auth_dependency(state))])
+    plugin_manager.hook.register_routes(router=router, app_state=state)
+    app.include_router(router)
+
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                       allow_headers=["Content-Type", "Authorization", "X-Siger-API-Key"], max_age=600)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The uvicorn factory ``siger serve`` runs in each worker."""
+    return create_app(settings_from_env())
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sigerlm-serving")
+    except metadata.PackageNotFoundError:
+        return "0"

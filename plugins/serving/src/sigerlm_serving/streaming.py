@@ -1,0 +1,98 @@
+"""Bridges between the decode thread and the event loop: Server-Sent Events, waiting for a
+completion without blocking the loop, and a streaming response that always releases its
+resources (stream slot, decode row) when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from sigerlm_serving.errors import ApiError
+
+#: Writes that follow a finished generation (the assistant's message) run here, off the decode thread.
+_writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="siger-store")
+
+
+def sse(event: str | None, data: Any) -> str:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
+
+
+class AsyncJob:
+    """A scheduler job whose events arrive on an ``asyncio.Queue``. ``finalize(completion)``, if
+    given, runs in a store thread when the job finishes (even if the client has gone) and its
+    result comes with the ``done`` event."""
+
+    def __init__(self, scheduler: Any, ids: list[int], config: Any, adapter: str | None,
+                 finalize: Callable[[Any], Any] | None = None):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.finalize = finalize
+        self.job = scheduler.submit(ids, config, self._put, adapter)
+
+    def _put(self, event: tuple[str, Any]) -> None:
+        if event[0] == "done":
+            future: Future | None = _writer.submit(self.finalize, event[1]) if self.finalize else None
+            event = ("done", (event[1], future))
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the loop has closed: nobody is listening
+            pass
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    async def events(self):
+        while True:
+            event = await self.queue.get()
+            if event[0] == "done":
+                completion, future = event[1]
+                extra = await asyncio.wrap_future(future) if future is not None else None
+                yield "done", (completion, extra)
+                return
+            yield event
+            if event[0] == "error":
+                return
+
+    async def result(self, request: Request) -> tuple[Any, Any]:
+        """Wait for the completion; a client that disconnects cancels the job."""
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(self.queue.get(), 0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        self.cancel()
+                        raise ApiError(499, "client_closed_request", "the client closed the request") from None
+                    continue
+                if event[0] == "error":
+                    raise ApiError(500, "generation_failed", event[1])
+                if event[0] == "done":
+                    completion, future = event[1]
+                    extra = await asyncio.wrap_future(future) if future is not None else None
+                    return completion, extra
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+
+class EventStream(StreamingResponse):
+    """``text/event-stream`` that calls ``on_close`` however the response ends (finished,
+    failed, client disconnected, or never started)."""
+
+    def __init__(self, content: Any, on_close: Callable[[], None]):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
