@@ -101,35 +101,39 @@ def store_fact(store: Any, tokenizer: Any, sid: str, text: str) -> dict:
 
 
 def pack(store: Any, tokenizer: Any, sid: str, query: str, budget: int) -> tuple[str | None, list[int]]:
-    """The memory context for a new message (or None) and the chunk ids it used."""
+    """The memory context for a new message (or None) and the chunk ids it used; the context
+    is at most ``budget`` tokens (each rendered piece is counted exactly)."""
     if budget <= 0:
         return None, []
     candidates = store.memory_chunks(sid, query, limit=64)
-    facts = [c for c in candidates if c["kind"] == "fact"]
-    facts.sort(key=lambda c: -c["id"])
+    facts = sorted((c for c in candidates if c["kind"] == "fact"), key=lambda c: -c["id"])
     others = [c for c in candidates if c["kind"] != "fact"]
-    header_tokens = count_tokens(tokenizer, UNTRUSTED_NOTE) + 8
     used, chosen_facts, chosen_docs = 0, [], []
+    facts_header = "Facts to remember:"
     for c in facts:
-        if used + c["tokens"] + 4 <= budget:
+        cost = count_tokens(tokenizer, f"\n- {c['content']}") + (0 if chosen_facts else count_tokens(tokenizer, facts_header) + 2)
+        if used + cost <= budget:
             chosen_facts.append(c)
-            used += c["tokens"] + 4
+            used += cost
     for c in others:
-        extra = header_tokens if not chosen_docs else 0
-        if used + c["tokens"] + 12 + extra <= budget:
+        cost = count_tokens(tokenizer, "\n" + _render(c)) + (0 if chosen_docs else count_tokens(tokenizer, UNTRUSTED_NOTE) + 2)
+        if used + cost <= budget:
             chosen_docs.append(c)
-            used += c["tokens"] + 12 + extra
+            used += cost
     if not chosen_facts and not chosen_docs:
         return None, []
     parts = []
     if chosen_facts:
-        parts.append("Facts to remember:\n" + "\n".join(f"- {c['content']}" for c in chosen_facts))
+        parts.append(facts_header + "".join(f"\n- {c['content']}" for c in chosen_facts))
     if chosen_docs:
         chosen_docs.sort(key=lambda c: (c["item_id"], c["seq"]))  # reading order
-        docs = [f'<document source="{_attr(c["title"] or c["kind"])}" trusted="false">\n{fence(c["content"])}\n</document>'
-                for c in chosen_docs]
-        parts.append(UNTRUSTED_NOTE + "\n" + "\n".join(docs))
+        parts.append(UNTRUSTED_NOTE + "".join("\n" + _render(c) for c in chosen_docs))
     return "\n\n".join(parts), [c["id"] for c in chosen_facts + chosen_docs]
+
+
+def _render(chunk: dict) -> str:
+    source = _attr(chunk["title"] or chunk["kind"])
+    return f'<document source="{source}" trusted="false">\n{fence(chunk["content"])}\n</document>'
 
 
 def _attr(text: str) -> str:
