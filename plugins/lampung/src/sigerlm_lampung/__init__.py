@@ -1,1 +1,3 @@
 """sigerlm-lampung: Offline Lampung (dialect O / Nyo, `abl`) <-> Indonesian <-> English translation: datasets, lookup, a learned translator, routing and evaluation."""
+
+__version__ = "0.1.0"

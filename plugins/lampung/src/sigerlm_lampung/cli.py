@@ -38,3 +38,161 @@ def data_check(
         Console().print(table)
     if any(r.problems for r in reports):
         raise typer.Exit(1)
+
+
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("translate")
+def translate(
+    text: Annotated[Optional[list[str]], typer.Argument(help="Text to translate; none: read stdin, one sentence a line.")] = None,
+    src: Annotated[str, typer.Option("--from", help="Source language: abl (Lampung O), ind or eng.")] = "abl",
+    tgt: Annotated[str, typer.Option("--to", help="Target language: abl, ind or eng.")] = "ind",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line: translation, stage, confidence, unknown words.")] = False,
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")] = None,
+    fallback_below: Annotated[float, typer.Option("--fallback-below", help="Ask the model below this confidence.")] = 0.5,
+    meizano: Annotated[Optional[Path], typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Translate between Lampung O (abl), Indonesian (ind) and English (eng).
+
+    With TEXT, translates it; without, reads stdin and prints one translation a line, in order."""
+    import sys
+
+    from sigerlm.errors import SigerError
+
+    from sigerlm_lampung.service import get_translator, model_generate
+    from sigerlm_lampung.translator import lang_code
+
+    try:
+        src, tgt = lang_code(src), lang_code(tgt)
+        if src == tgt:
+            _fail(f"--from and --to are both {src}")
+        if model_dir is not None and not model_dir.is_dir():
+            _fail(f"--model {model_dir}: not a model folder")
+        lines = [" ".join(text)] if text else [line.rstrip("\n") for line in sys.stdin]
+        generate = model_generate(model_dir) if model_dir is not None else None
+        translator = get_translator(data_dir, meizano, generate, fallback_below)
+        for line in lines:
+            if not line.strip():
+                typer.echo(json.dumps({"text": "", "stage": "empty", "confidence": 0.0}) if as_json else "")
+                continue
+            result = translator.translate(line, src, tgt)
+            if as_json:
+                row = result.to_dict()
+                typer.echo(json.dumps({"text": row["text"], "stage": row["stage"], "confidence": row["confidence"],
+                                       "source": line, "direction": row["direction"], "unknown": row["unknown"],
+                                       "marked": row["marked"]}, ensure_ascii=False))
+            else:
+                typer.echo(result.text)
+    except SigerError as exc:
+        _fail(str(exc))
+
+
+@app.command("gloss")
+def gloss(
+    text: Annotated[list[str], typer.Argument(help="Text to gloss word by word.")],
+    src: Annotated[str, typer.Option("--from", help="Language of TEXT.")] = "abl",
+    tgt: Annotated[str, typer.Option("--to", help="Language of the glosses.")] = "ind",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Word-by-word gloss with where each reading comes from (phrase table, affixes, spelling, unknown)."""
+    from sigerlm.errors import SigerError
+
+    from sigerlm_lampung.service import get_translator
+
+    try:
+        rows = get_translator(data_dir).gloss(" ".join(text), src, tgt)
+    except SigerError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    typer.echo(format_gloss(rows))
+
+
+def format_gloss(rows: list[dict]) -> str:
+    lines = []
+    for row in rows:
+        readings = "; ".join(f"{r['translation']} ({r['from']}, p={r['p']})" for r in row["readings"])
+        lines.append(f"{row['word']}: {readings}")
+    return "\n".join(lines)
+
+
+@app.command("route")
+def route(
+    text: Annotated[list[str], typer.Argument(help="A chat message.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Show where a chat message would go (language and intent)."""
+    from sigerlm_lampung.service import get_router
+
+    typer.echo(json.dumps(get_router(data_dir).route(" ".join(text)).to_dict(), ensure_ascii=False))
+
+
+@app.command("eval")
+def evaluate(
+    split: Annotated[str, typer.Option("--split", help="The split to score a system built from train on.")] = "valid",
+    folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds over the human-written pairs (0: skip).")] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    english: Annotated[bool, typer.Option("--english/--no-english", help="Also score abl<->eng on the split.")] = True,
+    router: Annotated[bool, typer.Option("--router/--no-router", help="Also report the router's held-out accuracy.")] = True,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON report here (and a .md beside it).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Exact match, BLEU, chrF++ and coverage per stage, source type and direction, next to a
+    word-by-word dictionary baseline; plus k-fold cross-validation over the human-written pairs."""
+    from sigerlm.errors import SigerError
+    from sigerlm.io import atomic_write, atomic_write_json
+
+    from sigerlm_lampung.evaluate import cross_validate, evaluate_split, markdown, router_markdown
+
+    if folds == 1 or folds < 0:
+        _fail("--folds must be 0 (skip) or at least 2")
+    try:
+        report: dict = {"split": evaluate_split(split, data_dir, english)}
+        if folds:
+            report["cross_validation"] = cross_validate(folds, seed, data_dir)
+        if router:
+            from sigerlm_lampung.router import train_language_id
+
+            report["router"] = train_language_id(data_dir)[1]
+    except SigerError as exc:
+        _fail(str(exc))
+    text = markdown(report["split"])
+    if folds:
+        text += "\n" + markdown(report["cross_validation"])
+    if router:
+        text += "\n" + router_markdown(report["router"])
+    typer.echo(text)
+    if out is not None:
+        atomic_write_json(out, report)
+        atomic_write(out.with_suffix(".md"), text)
+        typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+@app.command("build-dataset")
+def build_dataset(
+    out: Annotated[Path, typer.Argument(help="Folder for instructions.jsonl and chat.jsonl.")],
+    split: Annotated[str, typer.Option("--split")] = "train",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    data_dir: DataDir = None,
+) -> None:
+    """Instruction and chat JSONL for every direction (abl<->ind, abl<->eng where English exists), shuffled with SEED."""
+    from sigerlm.errors import SigerError
+
+    from sigerlm_lampung.builders import write_datasets
+
+    try:
+        report = write_datasets(out, split, seed, data_dir)
+    except SigerError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(report, indent=2))

@@ -240,3 +240,13 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("templates_exact") is not None:
         lines += ["", f"Template sentences (abl<->ind) translated exactly: {report['templates_exact']}%"]
     return "\n".join(lines) + "\n"
+
+
+def router_markdown(report: dict[str, Any]) -> str:
+    lines = [f"#### Router: language identification on {report['n']} held-out texts", "",
+             f"Lampung vs Indonesian vs English: **{report['accuracy_abl_ind_eng']}%**; "
+             f"with the other regional languages as a fourth class: {report['accuracy_4way']}%.", "",
+             "| language | n | accuracy % |", "|---|---:|---:|"]
+    for label, row in report["per_label"].items():
+        lines.append(f"| {label} | {row['n']} | {row['accuracy']} |")
+    return "\n".join(lines) + "\n"

@@ -247,7 +247,11 @@ class Translator:
             other = key.split()
             if len(other) != len(words):
                 continue
-            if all(a == b or (min(len(a), len(b)) >= 3 and fuzz.ratio(a, b) >= 75) for a, b in zip(words, other)):
+            # a near miss differs only where the input has a word the tables do not know (a
+            # misspelling), never by swapping one known word for another (kamu / kami)
+            known = system.models[direction].table
+            if all(a == b or (a not in known and min(len(a), len(b)) >= 3 and fuzz.ratio(a, b) >= 75)
+                   for a, b in zip(words, other)):
                 found = self.exact(key, src, tgt)
                 if found is not None:
                     return Result(found.text, "fuzzy", round(0.85 * score / 100, 4), norm, direction,
