@@ -1,12 +1,45 @@
 """Hook implementations of sigerlm-lampung (entry point ``lampung``).
 
-Keep this module light: it is imported by every ``siger`` call. Commands import their
-modules inside the functions.
+Keep this module light: it is imported by every ``siger`` call. Commands, datasets, chat
+commands and routes import their modules inside the functions. ``register_chat_commands``
+(declared by sigerlm-text) and ``register_routes`` (declared by sigerlm-serving) are optional
+hooks: the plugin loads without those plugins.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from sigerlm import hookimpl
+
+
+class LampungParallelOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train", "valid"] = Field("train", description="Which split of <data>/lampung/splits to read.")
+    directions: list[Literal["abl-ind", "ind-abl", "abl-eng", "eng-abl"]] = Field(
+        default_factory=lambda: ["abl-ind", "ind-abl", "abl-eng", "eng-abl"],
+        min_length=1, description="Translation directions to build instruction rows for.")
+    data_dir: str | None = Field(None, description="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
+    tokenizer: str | None = Field(None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's.")
+    seq_len: int | None = Field(None, ge=1, description="Tokens per example; default: the model's max_seq_len.")
+    batch_size: int = Field(8, ge=1)
+    shuffle: bool = True
+
+
+def lampung_parallel(run, split, directions, data_dir, tokenizer, seq_len, batch_size, shuffle):
+    """Lampung pairs (quality flags honoured, deduplicated) as instruction rows for every direction,
+    rendered with sigerlm-text's chat template; loss on the translation."""
+    from sigerlm_lampung.datasets import lampung_parallel as build
+
+    return build(run, split, directions, data_dir, tokenizer, seq_len, batch_size, shuffle)
+
+
+@hookimpl
+def register_datasets(register):
+    register("lampung-parallel", lampung_parallel, options=LampungParallelOptions)
 
 
 @hookimpl
@@ -14,3 +47,17 @@ def register_commands(cli):
     from sigerlm_lampung.cli import app
 
     cli.add_typer(app, name="lampung")
+
+
+@hookimpl(optionalhook=True)
+def register_chat_commands(register):
+    from sigerlm_lampung.chat import register_all
+
+    register_all(register)
+
+
+@hookimpl(optionalhook=True)
+def register_routes(router, app_state):
+    from sigerlm_lampung.routes import add_routes
+
+    add_routes(router, app_state)
