@@ -83,7 +83,8 @@ class DecodeScheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._current_adapter: str | None = None
-        self.stats = {"steps": 0, "tokens": 0, "requests": 0, "max_batch_seen": 0, "active": 0, "waiting": 0}
+        self.stats = {"steps": 0, "tokens": 0, "requests": 0, "max_batch_seen": 0, "active": 0, "waiting": 0,
+                      "cancelled": 0}
         self._thread = threading.Thread(target=self._loop, name="siger-decode", daemon=True)
         self._thread.start()
 
@@ -268,6 +269,8 @@ class DecodeScheduler:
         text = self._visible(job, text, final=True)
         self._emit(job, text)
         job.finished = True
+        if reason == "cancelled":
+            self.stats["cancelled"] += 1
         self._send(job, ("done", Completion(text, reason, len(job.prompt_ids), len(job.ids), job.adapter)))
 
     def _fail(self, job: Job, message: str) -> None:

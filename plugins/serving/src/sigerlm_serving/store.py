@@ -279,7 +279,7 @@ class Store:
         return {r["id"] for r in self._read("SELECT id FROM intake")}
 
     def approved_intake(self) -> Iterator[dict]:
-        for row in self._read("SELECT * FROM intake WHERE status = 'approved' ORDER BY created, id"):
+        for row in self._read("SELECT * FROM intake WHERE status = 'approved' ORDER BY rowid"):
             yield _intake_row(row)
 
 

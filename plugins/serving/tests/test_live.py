@@ -1,0 +1,90 @@
+"""A real ``siger serve`` on 127.0.0.1: the official openai client, 16 concurrent streaming
+clients, and a client that disconnects."""
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_openai_client_chat_and_completions(live_server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    assert [m.id for m in client.models.list().data] == ["SIGER"]
+    chat = client.chat.completions.create(model="SIGER", max_tokens=8,
+                                          messages=[{"role": "system", "content": "Be brief."},
+                                                    {"role": "user", "content": "Halo, apa kabar?"}])
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason == "length"
+    assert chat.usage.completion_tokens == 8 and chat.choices[0].message.content
+    parts, reasons = [], []
+    for chunk in client.chat.completions.create(model="SIGER", max_tokens=8, stream=True,
+                                                messages=[{"role": "user", "content": "Halo, apa kabar?"}]):
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            reasons.append(chunk.choices[0].finish_reason)
+    assert "".join(parts) == chat.choices[0].message.content and reasons[-1] == "length"
+    done = client.completions.create(model="SIGER", prompt="Saya mau makan", max_tokens=6)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(model="SIGER", prompt="Saya mau makan",
+                                                                            max_tokens=6, stream=True))
+    assert done.choices[0].text == streamed and done.usage.completion_tokens == 6
+
+
+def read_sse(response):
+    events, event = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:])))
+    return events
+
+
+def test_16_concurrent_streaming_clients(live_server):
+    results, errors = [None] * 16, []
+    start = threading.Barrier(16)
+
+    def client(i):
+        try:
+            start.wait()
+            body = {"prompt": f"Saya mau makan {i}", "max_new_tokens": 48, "stream": True}
+            with httpx.stream("POST", live_server.url + "/v1/generate", json=body, timeout=60) as r:
+                assert r.status_code == 200
+                results[i] = read_sse(r)
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for events in results:
+        assert events[-1][0] == "done" and events[-1][1]["usage"]["completion_tokens"] == 48
+        assert "".join(d["text"] for e, d in events if e == "delta") == events[-1][1]["text"]
+    status = httpx.get(live_server.url + "/v1/status").json()
+    assert status["scheduler"]["max_batch_seen"] >= 4  # they shared decode steps
+
+
+def test_a_client_that_disconnects_stops_its_generation(live_server):
+    before = httpx.get(live_server.url + "/v1/status").json()["scheduler"]
+    body = {"prompt": "Halo", "max_new_tokens": 50000, "stream": True}
+    with httpx.stream("POST", live_server.url + "/v1/generate", json=body, timeout=30) as r:
+        deltas = 0
+        for line in r.iter_lines():
+            deltas += line.startswith("event: delta")
+            if deltas >= 3:
+                break
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(live_server.url + "/v1/status").json()["scheduler"]
+        if status["cancelled"] > before["cancelled"] and status["active"] == 0:
+            break
+        time.sleep(0.05)
+    assert status["cancelled"] == before["cancelled"] + 1 and status["active"] == 0
+    assert status["tokens"] - before["tokens"] < 50000
