@@ -152,3 +152,43 @@ def start_server():
     yield start
     for server in servers:
         server.stop()
+
+
+class ThreadServer:
+    """An app served by uvicorn in a thread of this process (for apps built with test plugins)."""
+
+    def __init__(self, app):
+        import threading
+        import time
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def serve_app():
+    """``serve_app(app) -> ThreadServer`` on 127.0.0.1, stopped after the test."""
+    servers = []
+
+    def serve(app):
+        servers.append(ThreadServer(app))
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.stop()
