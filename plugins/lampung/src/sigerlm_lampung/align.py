@@ -16,7 +16,6 @@ iteration is a few gathers and ``bincount``s, not a Python loop over words.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +37,9 @@ class LexicalModel:
     #: Viterbi links of each training pair: ``links[k]`` lists (i, j), source i aligned to target j
     links: list[list[tuple[int, int]]] | None = None
 
-    def __post_init__(self) -> None:
-        self._index = {(int(f), int(e)): k for k, (f, e) in enumerate(zip(self.pair_f, self.pair_e))}
-
     def prob(self, f: str, e: str) -> float:
+        if getattr(self, "_index", None) is None:
+            self._index = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(self.pair_f, self.pair_e))}
         k = self._index.get((self.src_vocab.get(f, -1), self.tgt_vocab.get(e, -1)))
         return float(self.t[k]) if k is not None else 0.0
 
@@ -97,14 +95,15 @@ def train_lexical(
         j_pos = (np.arange(n) + 0.5) / n
         prior = np.exp(-np.abs(i_pos[:, None] - j_pos[None, :]))  # (m, n); raised to tension below
         prior = np.vstack([np.full((1, n), -1.0), prior])  # NULL row marked -1
-        ent_f.append(np.repeat(f_ids, n))
-        ent_e.append(np.tile(e_ids, m + 1))
-        ent_tok.append(np.tile(np.arange(token, token + n), m + 1))
+        size = (m + 1) * n
+        ent_f.append(np.broadcast_to(f_ids[:, None], (m + 1, n)).ravel())
+        ent_e.append(np.broadcast_to(e_ids[None, :], (m + 1, n)).ravel())
+        ent_tok.append(np.broadcast_to(np.arange(token, token + n)[None, :], (m + 1, n)).ravel())
         ent_prior.append(prior.reshape(-1))
-        ent_w.append(np.full((m + 1) * n, 1.0 if weights is None else float(weights[k])))
-        ent_pair.append(np.full((m + 1) * n, k))
-        ent_i.append(np.repeat(np.arange(-1, m), n))  # -1: NULL
-        ent_j.append(np.tile(np.arange(n), m + 1))
+        ent_w.append(np.full(size, 1.0 if weights is None else float(weights[k])))
+        ent_pair.append(np.full(size, k))
+        ent_i.append(np.broadcast_to(np.arange(-1, m)[:, None], (m + 1, n)).ravel())  # -1: NULL
+        ent_j.append(np.broadcast_to(np.arange(n)[None, :], (m + 1, n)).ravel())
         token += n
     if not ent_f:
         raise ValueError("no sentence pairs to align")
@@ -171,28 +170,29 @@ def symmetrize(forward: list[tuple[int, int]], backward: list[tuple[int, int]], 
 def extract_phrases(
     src: Sequence[str], tgt: Sequence[str], alignment: set[tuple[int, int]], max_len: int = 4
 ) -> list[tuple[str, str]]:
-    """Phrase pairs (source phrase, target phrase) consistent with ``alignment``."""
+    """Phrase pairs (source phrase, target phrase) consistent with ``alignment``: no word inside
+    the pair is aligned outside it; unaligned target words at the edges may join."""
     m, n = len(src), len(tgt)
     out: list[tuple[str, str]] = []
-    aligned_t = Counter(j for _, j in alignment)
+    tgt_of_src: list[list[int]] = [[] for _ in range(m)]
+    src_of_tgt: list[list[int]] = [[] for _ in range(n)]
+    for i, j in alignment:
+        tgt_of_src[i].append(j)
+        src_of_tgt[j].append(i)
     for i1 in range(m):
+        j1, j2 = n, -1
         for i2 in range(i1, min(m, i1 + max_len)):
-            js = [j for i, j in alignment if i1 <= i <= i2]
-            if not js:
+            for j in tgt_of_src[i2]:
+                j1, j2 = min(j1, j), max(j2, j)
+            if j2 < 0 or j2 - j1 >= max_len:
                 continue
-            j1, j2 = min(js), max(js)
-            if j2 - j1 >= max_len:
+            if any(not (i1 <= i <= i2) for j in range(j1, j2 + 1) for i in src_of_tgt[j]):
                 continue
-            if any(not (i1 <= i <= i2) for i, j in alignment if j1 <= j <= j2):
-                continue
-            # extend over unaligned target words at the edges
             a = j1
-            while a >= 0 and (a == j1 or aligned_t[a] == 0):
+            while a >= 0 and (a == j1 or not src_of_tgt[a]) and j2 - a < max_len:
                 b = j2
-                while b < n and (b == j2 or aligned_t[b] == 0) and b - a < max_len:
+                while b < n and (b == j2 or not src_of_tgt[b]) and b - a < max_len:
                     out.append((" ".join(src[i1 : i2 + 1]), " ".join(tgt[a : b + 1])))
                     b += 1
                 a -= 1
-                if j2 - a >= max_len:
-                    break
     return out

@@ -67,9 +67,14 @@ def reason(session: Any, arg: str) -> str:
             f"[{result.stage}, confidence {result.confidence:.2f}]")
 
 
+NO_MODEL = "(general chat needs a model: start with siger chat MODEL_DIR or siger lampung chat MODEL_DIR)"
+
+
 def chat(session: Any, arg: str) -> str | None:
     if not arg.strip():
         return "usage: /chat MESSAGE"
+    if session is None:
+        return NO_MODEL
     return session.send(arg)
 
 
@@ -83,7 +88,7 @@ def auto(session: Any, arg: str) -> str | None:
     if route.intent in INTENT_DIRECTIONS:
         src, tgt = INTENT_DIRECTIONS[route.intent]
         return f"({route.intent}) " + translate_reply(session, route.text, src, tgt)
-    return session.send(arg)
+    return chat(session, arg)
 
 
 def register_all(register: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ app = typer.Typer(help="Lampung (dialect O / Nyo, abl) data and translation tool
 @app.command("data-check")
 def data_check(
     data_dir: Annotated[
-        Optional[Path], typer.Option("--data-dir", help="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
+        Path | None, typer.Option("--data-dir", help="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -41,7 +41,7 @@ def data_check(
 
 
 DataDir = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
+    Path | None, typer.Option("--data-dir", help="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
 ]
 
 
@@ -52,13 +52,13 @@ def _fail(message: str) -> None:
 
 @app.command("translate")
 def translate(
-    text: Annotated[Optional[list[str]], typer.Argument(help="Text to translate; none: read stdin, one sentence a line.")] = None,
+    text: Annotated[list[str] | None, typer.Argument(help="Text to translate; none: read stdin, one sentence a line.")] = None,
     src: Annotated[str, typer.Option("--from", help="Source language: abl (Lampung O), ind or eng.")] = "abl",
     tgt: Annotated[str, typer.Option("--to", help="Target language: abl, ind or eng.")] = "ind",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line: translation, stage, confidence, unknown words.")] = False,
-    model_dir: Annotated[Optional[Path], typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")] = None,
     fallback_below: Annotated[float, typer.Option("--fallback-below", help="Ask the model below this confidence.")] = 0.5,
-    meizano: Annotated[Optional[Path], typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")] = None,
+    meizano: Annotated[Path | None, typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Translate between Lampung O (abl), Indonesian (ind) and English (eng).
@@ -145,7 +145,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     english: Annotated[bool, typer.Option("--english/--no-english", help="Also score abl<->eng on the split.")] = True,
     router: Annotated[bool, typer.Option("--router/--no-router", help="Also report the router's held-out accuracy.")] = True,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON report here (and a .md beside it).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here (and a .md beside it).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Exact match, BLEU, chrF++ and coverage per stage, source type and direction, next to a
@@ -196,3 +196,65 @@ def build_dataset(
     except SigerError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=2))
+
+
+@app.command("chat")
+def chat(
+    model_dir: Annotated[Path | None, typer.Argument(help="A model folder for general chat and the fallback (optional).")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 128,
+    data_dir: DataDir = None,
+) -> None:
+    """Chat with automatic routing: Lampung input and translation requests are translated, other
+    messages go to the model. The Lampung commands (/lo-id, /id-lo, /lo-en, /en-lo, /reason,
+    /chat) work too. Piped input: one message a line."""
+    import sys
+
+    from sigerlm.errors import SigerError
+
+    from sigerlm_lampung.chat import INTENT_DIRECTIONS, register_all, translate_reply
+    from sigerlm_lampung.chat import chat as chat_command
+    from sigerlm_lampung.service import get_router
+
+    session = None
+    if model_dir is not None:
+        if not model_dir.is_dir():
+            _fail(f"{model_dir}: not a model folder")
+        from sigerlm.runtime import TorchRuntime
+        from sigerlm_text.chat_session import ChatSession
+        from sigerlm_text.generation import GenerationConfig, Generator
+        from sigerlm_text.model import SigerLM
+
+        model = SigerLM.from_pretrained(model_dir)
+        session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system,
+                              GenerationConfig.build(max_new_tokens=max_new_tokens, repetition_penalty=1.1))
+    commands: dict = {}
+    register_all(lambda name, handler, text="": commands.__setitem__(name, (handler, text)))
+    router = get_router(data_dir)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        typer.echo("Lampung chat: Lampung text or 'terjemahkan ke bahasa Lampung: ...' is translated. /help, /exit.")
+    for line in iter(sys.stdin.readline, ""):
+        line = line.strip()
+        if not line:
+            continue
+        name, _, arg = line.partition(" ")
+        if name in ("/exit", "/quit"):
+            break
+        try:
+            if name == "/help":
+                out = "\n".join(f"{cmd}  {text}" for cmd, (_, text) in sorted(commands.items()))
+            elif name in commands:
+                out = commands[name][0](session, arg)
+            elif line.startswith("/"):
+                out = f"unknown command {name}; /help lists them"
+            else:
+                route = router.route(line)
+                if route.intent in INTENT_DIRECTIONS:
+                    out = f"({route.intent}) " + translate_reply(session, route.text, *INTENT_DIRECTIONS[route.intent])
+                else:
+                    out = chat_command(session, line)
+        except (ValueError, SigerError) as exc:
+            out = f"error: {exc}"
+        if out:
+            typer.echo(out)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sigerlm_lampung.data import DictEntry, Pair
-from sigerlm_lampung.translator import Translator, TrainingData, collect, general_language_models
 from sigerlm_lampung.text import normalize
+from sigerlm_lampung.translator import TrainingData, Translator, collect, general_language_models
 
 LANG_OF = {"abl": "lampung", "ind": "indonesian", "eng": "english"}
 
@@ -244,8 +244,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def router_markdown(report: dict[str, Any]) -> str:
     lines = [f"#### Router: language identification on {report['n']} held-out texts", "",
-             f"Lampung vs Indonesian vs English: **{report['accuracy_abl_ind_eng']}%**; "
-             f"with the other regional languages as a fourth class: {report['accuracy_4way']}%.", "",
+             (f"Lampung vs Indonesian vs English: **{report['accuracy_abl_ind_eng']}%**; "
+             f"with the other regional languages as a fourth class: {report['accuracy_4way']}%."), "",
              "| language | n | accuracy % |", "|---|---:|---:|"]
     for label, row in report["per_label"].items():
         lines.append(f"| {label} | {row['n']} | {row['accuracy']} |")

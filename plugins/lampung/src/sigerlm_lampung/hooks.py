@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from sigerlm import hookimpl
 
 

@@ -20,7 +20,6 @@ word (rapidfuzz), and otherwise copied and marked unknown.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -132,8 +131,14 @@ class PhraseModel:
                     continue
                 realized = morph.realize(t, a.tags, self.tgt)
                 score = w["tm"] * lp + w["inv"] * lpi + w["morph"] * a.depth
-                out.append(Option((realized,), score, "morph", math.exp(lp) * 0.8, f"{a.stem}+{'/'.join(x for x in a.tags if x)}"))
-                out.append(Option((t,), score + w["morph"], "morph", math.exp(lp) * 0.6, f"{a.stem} (affix dropped)"))
+                note = f"{a.stem}+{'/'.join(x for x in a.tags if x)}"
+                out.append(Option(tuple(realized.split()), score, "morph", math.exp(lp) * 0.8, note))
+                # the bare stem (with the clitic, which carries meaning): Lampung often drops
+                # derivational affixes where Indonesian has them (belei = membeli)
+                bare = morph.realize(t, ("", "", a.clitic), self.tgt)
+                if bare != realized:
+                    out.append(Option(tuple(bare.split()), score + w["morph"], "morph", math.exp(lp) * 0.6,
+                                      f"{a.stem} (affixes dropped)"))
             if out:
                 return out
         if len(word) >= 4:
@@ -178,7 +183,7 @@ class PhraseModel:
         best_span = {span: max(o.score for o in opts) for span, opts in options.items()}
         future = [[0.0] * (n + 1) for _ in range(n + 1)]
         for length in range(1, n + 1):
-            for i in range(0, n - length + 1):
+            for i in range(n - length + 1):
                 j = i + length
                 value = best_span.get((i, j), -1e9)
                 for k in range(i + 1, j):
@@ -227,7 +232,7 @@ class PhraseModel:
                                      + w["distortion"] * abs(i - last))
                         new_covered = covered | mask
                         key = (new_covered, j, tuple(new_target[-2:]))
-                        stack = stacks[bin(new_covered).count("1")]
+                        stack = stacks[new_covered.bit_count()]
                         if key not in stack or stack[key][0] < new_score:
                             stack[key] = (new_score, new_target, spans + [(i, j, opt)])
         finals.sort(key=lambda d: -d.score)

@@ -162,14 +162,14 @@ _LEAD = r"^\s*(?:tolong\s+|please\s+|coba\s+)?"
 _SEP = r"\s*[:\-]?\s*"
 REQUESTS = [
     (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_LAMPUNG + _SEP + r"(?P<text>.+)$", re.I | re.S), "to_abl"),
+                + _TO_LAMPUNG + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_abl"),
     (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_INDONESIAN + _SEP + r"(?P<text>.+)$", re.I | re.S), "to_ind"),
+                + _TO_INDONESIAN + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_ind"),
     (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_ENGLISH + _SEP + r"(?P<text>.+)$", re.I | re.S), "to_eng"),
-    (re.compile(_LEAD + r"(?:apa\s+arti(?:nya)?|arti(?:\s+dari)?|what\s+does)\s+(?P<text>.+?)(?:\s+mean)?\s*\??$", re.I | re.S),
+                + _TO_ENGLISH + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_eng"),
+    (re.compile(_LEAD + r"(?:apa\s+arti(?:nya)?|arti(?:\s+dari)?|what\s+does)\s+(?P<text>.+?)(?:\s+mean)?\s*\??$", re.IGNORECASE | re.DOTALL),
      "meaning"),
-    (re.compile(r"^\s*(?P<text>.+?)\s+(?:dalam|in)\s+(?:bahasa\s+)?lampung\s*\??$", re.I | re.S), "to_abl"),
+    (re.compile(r"^\s*(?P<text>.+?)\s+(?:dalam|in)\s+(?:bahasa\s+)?lampung\s*\??$", re.IGNORECASE | re.DOTALL), "to_abl"),
 ]
 
 

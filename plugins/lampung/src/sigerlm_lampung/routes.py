@@ -19,7 +19,6 @@ MAX_CHARS = 4000
 def add_routes(router: Any, app_state: Any) -> None:
     from fastapi import HTTPException
     from pydantic import BaseModel, ConfigDict, Field
-
     from sigerlm.errors import SigerError
 
     from sigerlm_lampung.translator import lang_code

@@ -37,6 +37,8 @@ def _data_key(data_dir: str | Path | None, kind: str, extra: str = "") -> str:
 
     root = find_data_dir(data_dir)
     h = hashlib.sha256(f"{kind}|{CACHE_FORMAT}|{__version__}|{root.resolve()}|{extra}".encode())
+    for module in sorted(Path(__file__).parent.glob("*.py")):  # the code that builds the tables
+        h.update(module.read_bytes())
     for sub in ("lampung/splits", "lampung/sources", "general/corpus"):
         folder = root / sub
         if folder.is_dir():
@@ -58,7 +60,7 @@ def _cached(kind: str, data_dir: str | Path | None, build: Callable[[], Any], ex
             try:
                 with file.open("rb") as handle:
                     value = pickle.load(handle)
-            except Exception as exc:  # a stale or broken cache is rebuilt
+            except Exception as exc:  # noqa: BLE001 - a stale or broken cache is rebuilt
                 log.warning("ignoring the Lampung cache %s (%s)", file, exc)
                 value = None
         if value is None:
@@ -76,15 +78,31 @@ def _cached(kind: str, data_dir: str | Path | None, build: Callable[[], Any], ex
 
 def get_translator(data_dir: str | Path | None = None, meizano_path: str | Path | None = None,
                    generate: Callable[[str], str] | None = None, fallback_below: float = 0.5) -> Any:
-    """The translator built from the data folder (train + valid splits, dictionaries, English)."""
-    from sigerlm_lampung.translator import Translator
+    """The translator built from the data folder (train + valid splits, dictionaries); its English
+    systems are built (or loaded from the cache) the first time an English direction is asked for.
+    Each call returns a new ``Translator`` over the shared tables, with its own ``generate``."""
+    from sigerlm_lampung import data as d
+    from sigerlm_lampung.translator import (
+        Translator,
+        build_english_parts,
+        build_lampung_parts,
+        general_language_models,
+    )
 
-    translator = _cached("translator", data_dir, lambda: Translator.build(data_dir, meizano_path=meizano_path),
-                         extra=str(meizano_path or ""))
-    # a shallow copy per caller: the tables are shared, the generator and threshold are not
-    copy = Translator(translator.systems, translator.lms, generate, fallback_below)
-    copy._fuzzy_keys = translator._fuzzy_keys
-    return copy
+    def pairs() -> list:
+        return d.dedup(d.load_split("train", data_dir) + d.load_split("valid", data_dir))
+
+    systems, lms = _cached(
+        "lampung", data_dir,
+        lambda: build_lampung_parts(data_dir, pairs(), None, meizano_path,
+                                    general_language_models(data_dir, only=("ind",))),
+        extra=str(meizano_path or ""))
+
+    def extend() -> tuple[dict, dict]:
+        return _cached("english", data_dir, lambda: build_english_parts(
+            data_dir, pairs(), general_language_models(data_dir, only=("eng",))))
+
+    return Translator(systems, lms, generate, fallback_below, extend=extend)
 
 
 def get_router(data_dir: str | Path | None = None) -> Any:

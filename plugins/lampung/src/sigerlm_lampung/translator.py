@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -166,16 +167,22 @@ class PairSystem:
 
 
 class Translator:
-    """All stages for every direction between ``abl``, ``ind`` and ``eng``."""
+    """All stages for every direction between ``abl``, ``ind`` and ``eng``.
+
+    ``extend`` (optional) builds the English systems on first use: ``extend() -> (systems,
+    language models)``, so Lampung <-> Indonesian work never pays for them.
+    """
 
     def __init__(self, systems: dict[tuple[str, str], PairSystem], lms: dict[str, Any],
                  generate: Callable[[str], str] | None = None, fallback_below: float = 0.5,
-                 fuzzy_cutoff: float = 88.0):
-        self.systems, self.lms = systems, lms
+                 fuzzy_cutoff: float = 88.0, extend: Callable[[], tuple[dict, dict]] | None = None):
+        self.systems, self.lms = dict(systems), dict(lms)
         self.generate = generate
         self.fallback_below = fallback_below
         self.fuzzy_cutoff = fuzzy_cutoff
+        self.extend = extend
         self._fuzzy_keys: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -185,42 +192,43 @@ class Translator:
         train: Sequence[Pair] | None = None,
         meizano: Sequence[DictEntry] | None = None,
         meizano_path: str | Path | None = None,
-        english: bool = True,
+        english: bool | str = True,
         general_lms: dict[str, NgramLM] | None = None,
         generate: Callable[[str], str] | None = None,
         fallback_below: float = 0.5,
         iterations: int = 5,
     ) -> Translator:
         """Build from the data folder: ``train`` pairs (default: train + valid splits), the
-        dictionaries, and for English the Indonesian-English parallel file."""
+        dictionaries, and for English the Indonesian-English parallel file. ``english``:
+        True builds the English systems now, ``"lazy"`` on first use, False never."""
         from sigerlm_lampung import data as d
 
         if train is None:
             train = d.dedup(d.load_split("train", data_dir) + d.load_split("valid", data_dir))
-        if meizano is None:
-            meizano = d.load_meizano(data_dir, meizano_path)
-        words = d.load_word_pairs(data_dir)
-        systems = {("abl", "ind"): PairSystem.build(collect(train, "abl", "ind", meizano, words), "abl", "ind",
-                                                    iterations=iterations)}
-        lms: dict[str, Any] = {}
-        general = general_lms if general_lms is not None else general_language_models(data_dir, english)
-        lms["abl"] = NgramLM.fit([p.lo for p in train if p.type != "dictionary"] + [s for s in words_side(words, "abl")])
-        lms["ind"] = _mix(NgramLM.fit([p.id for p in train if p.type != "dictionary"]), general.get("ind"))
-        if english:
-            with_en = [p for p in train if p.en]
-            parallel = d.load_parallel_ind_eng(data_dir)
-            systems[("abl", "eng")] = PairSystem.build(collect(with_en, "abl", "eng"), "abl", "eng", iterations=iterations)
-            ind_eng = collect(with_en, "ind", "eng")
-            ind_eng.sentences += [(i.split(), e.split()) for i, e in parallel]
-            for i, e in parallel:
-                ind_eng.exact[i][e] += 1
-                ind_eng.exact_back[e][i] += 1
-            systems[("ind", "eng")] = PairSystem.build(ind_eng, "ind", "eng", iterations=iterations)
-            lms["eng"] = _mix(NgramLM.fit([p.en for p in with_en] + [e for _, e in parallel]), general.get("eng"))
-        return cls(systems, lms, generate, fallback_below)
+        if general_lms is None:
+            general_lms = general_language_models(data_dir, english=english is True)
+        systems, lms = build_lampung_parts(data_dir, train, meizano, meizano_path, general_lms, iterations)
+
+        def extend() -> tuple[dict, dict]:
+            general = general_lms if "eng" in general_lms else {**general_lms, **general_language_models(data_dir, only=("eng",))}
+            return build_english_parts(data_dir, train, general, iterations)
+
+        translator = cls(systems, lms, generate, fallback_below, extend=extend if english else None)
+        if english is True:
+            translator.ensure_english()
+        return translator
+
+    def ensure_english(self) -> None:
+        with self._lock:
+            if ("ind", "eng") not in self.systems and self.extend is not None:
+                systems, lms = self.extend()
+                self.systems.update(systems)
+                self.lms.update(lms)
 
     # ------------------------------------------------------------------ stages
     def _system(self, src: str, tgt: str) -> tuple[PairSystem, str]:
+        if "eng" in (src, tgt):
+            self.ensure_english()
         for (a, b), system in self.systems.items():
             if (a, b) in ((src, tgt), (tgt, src)):
                 return system, f"{src}-{tgt}"
@@ -308,7 +316,7 @@ class Translator:
         prompt = fallback_prompt(text, src, tgt, hint)
         try:
             answer = (self.generate(prompt) or "").strip().splitlines()
-        except Exception as exc:  # the model is optional: keep the learned answer
+        except Exception as exc:  # noqa: BLE001 - the model is optional: keep the learned answer
             log.warning("model fallback failed (%s); keeping the %s answer", exc, hint.stage)
             return hint
         answer_text = normalize(answer[0]) if answer else ""
@@ -339,6 +347,43 @@ class Translator:
         return out
 
 
+def build_lampung_parts(data_dir: str | Path | None, train: Sequence[Pair], meizano: Sequence[DictEntry] | None,
+                        meizano_path: str | Path | None, general_lms: dict[str, NgramLM], iterations: int = 5
+                        ) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
+    """The Lampung <-> Indonesian system and the two languages' models."""
+    from sigerlm_lampung import data as d
+
+    if meizano is None:
+        meizano = d.load_meizano(data_dir, meizano_path)
+    words = d.load_word_pairs(data_dir)
+    systems = {("abl", "ind"): PairSystem.build(collect(train, "abl", "ind", meizano, words), "abl", "ind",
+                                                iterations=iterations)}
+    lms = {
+        "abl": NgramLM.fit([p.lo for p in train if p.type != "dictionary"] + words_side(words, "abl")),
+        "ind": _mix(NgramLM.fit([p.id for p in train if p.type != "dictionary"]), general_lms.get("ind")),
+    }
+    return systems, lms
+
+
+def build_english_parts(data_dir: str | Path | None, train: Sequence[Pair], general_lms: dict[str, NgramLM],
+                        iterations: int = 5) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
+    """Lampung <-> English from the pairs with English, Indonesian <-> English from those and the
+    Indonesian-English parallel file, and the English language model."""
+    from sigerlm_lampung import data as d
+
+    with_en = [p for p in train if p.en]
+    parallel = d.load_parallel_ind_eng(data_dir)
+    systems = {("abl", "eng"): PairSystem.build(collect(with_en, "abl", "eng"), "abl", "eng", iterations=iterations)}
+    ind_eng = collect(with_en, "ind", "eng")
+    ind_eng.sentences += [(i.split(), e.split()) for i, e in parallel]
+    for i, e in parallel:
+        ind_eng.exact[i][e] += 1
+        ind_eng.exact_back[e][i] += 1
+    systems[("ind", "eng")] = PairSystem.build(ind_eng, "ind", "eng", iterations=iterations)
+    lms = {"eng": _mix(NgramLM.fit([p.en for p in with_en] + [e for _, e in parallel]), general_lms.get("eng"))}
+    return systems, lms
+
+
 def words_side(pairs: Sequence[Pair], lang: str) -> list[str]:
     return [p.side(lang) for p in pairs if p.side(lang)]
 
@@ -348,12 +393,12 @@ def _mix(in_domain: NgramLM, general: NgramLM | None) -> Any:
 
 
 def general_language_models(data_dir: str | Path | None = None, english: bool = True,
-                            max_sentences: int = 20000) -> dict[str, NgramLM]:
+                            max_sentences: int = 20000, only: Sequence[str] | None = None) -> dict[str, NgramLM]:
     """Trigram models of the general Indonesian (and English) corpus, when the data has one."""
     from sigerlm_lampung.data import load_monolingual
 
     out = {}
-    for lang in ("ind", "eng") if english else ("ind",):
+    for lang in only or (("ind", "eng") if english else ("ind",)):
         sentences = load_monolingual(data_dir, lang, max_sentences)
         if sentences:
             out[lang] = NgramLM.fit(sentences)
