@@ -30,7 +30,7 @@ from sigerlm_lampung import morph
 from sigerlm_lampung.align import extract_phrases, symmetrize, train_lexical
 from sigerlm_lampung.lm import EOS
 
-WEIGHTS = {"tm": 1.0, "inv": 0.4, "lm": 0.8, "wp": 0.3, "distortion": -0.6, "unk": -4.0, "morph": -1.0, "fuzzy": -1.5}
+WEIGHTS = {"tm": 1.0, "inv": 0.4, "lm": 0.8, "wp": 0.3, "distortion": -1.5, "unk": -4.0, "morph": -1.0, "fuzzy": -1.5}
 
 
 @dataclass
@@ -63,6 +63,7 @@ class PhraseModel:
     lexicon: dict[str, dict[str, float]]  # t(tgt word | src word)
     max_phrase: int = 4
     weights: dict[str, float] = field(default_factory=lambda: dict(WEIGHTS))
+    max_jump: int = 2  # distortion limit of the decoder (0: monotone)
     _vocab: list[str] | None = None
 
     # -------------------------------------------------------------------- building
@@ -172,8 +173,10 @@ class PhraseModel:
         return options
 
     # -------------------------------------------------------------------- decoding
-    def translate(self, words: Sequence[str], lm: Any, beam: int = 24, max_jump: int = 2, nbest: int = 1) -> list[Decoded]:
+    def translate(self, words: Sequence[str], lm: Any, beam: int = 24, max_jump: int | None = None,
+                  nbest: int = 1) -> list[Decoded]:
         """Beam search; returns the ``nbest`` best complete hypotheses."""
+        max_jump = self.max_jump if max_jump is None else max_jump
         n = len(words)
         if n == 0:
             return [Decoded([], 0.0, [])]
