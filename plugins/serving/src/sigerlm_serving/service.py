@@ -70,12 +70,13 @@ class AppState:
             return
         if not lora_available():
             raise ValueError("--adapter needs the sigerlm-lora plugin: pip install sigerlm-lora")
-        from sigerlm_lora import load_adapter
+        from sigerlm_lora import load_adapter, set_adapter
 
         for name, path in adapters.items():
-            loaded = load_adapter(self.model, path, name=name)
+            loaded = load_adapter(self.model, path, name=name, activate=False)
             self.adapter_paths[loaded or name] = str(path)
             log.info("loaded adapter %s", loaded or name)
+        set_adapter(self.model, None)  # the scheduler switches per batch; it starts on the base
 
     def _set_adapter(self, name: str | None) -> None:
         from sigerlm_lora import set_adapter
