@@ -60,6 +60,36 @@ def test_instruction_rows_put_reasoning_in_thought_tags():
     ]
 
 
+def test_instruction_templates_make_both_directions_of_a_pair(tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGER_CACHE_DIR", str(tmp_path / "cache"))
+    rows = [
+        {"lampung": "nyak haga mengan", "indonesian": "saya mau makan", "english": "", "dialect": "o"},
+        {"lampung": "api kabar", "indonesian": "apa kabar", "english": "how are you", "dialect": "o"},
+        {"lampung": "kik ram", "indonesian": "kalau kita", "english": "if we", "dialect": "a"},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    templates = [
+        {"instruction": "Terjemahkan ke bahasa Indonesia: {lampung}", "output": "{indonesian}"},
+        {"instruction": "Translate to Lampung: {english}", "output": "{lampung}"},
+    ]
+    ds = InstructionJsonl(FakeRun(), tok, [path], seq_len=64, batch_size=1, shuffle=False,
+                          options={"templates": templates, "where": {"dialect": "o"}},
+                          templates=templates, where={"dialect": ["o"]})
+    assert ds.problems == []
+    # row 1: one example (no English); row 2: two; row 3: dialect A, left out
+    expected = [
+        [{"role": "user", "content": "Terjemahkan ke bahasa Indonesia: nyak haga mengan"},
+         {"role": "assistant", "content": "saya mau makan"}],
+        [{"role": "user", "content": "Terjemahkan ke bahasa Indonesia: api kabar"},
+         {"role": "assistant", "content": "apa kabar"}],
+        [{"role": "user", "content": "Translate to Lampung: how are you"}, {"role": "assistant", "content": "api kabar"}],
+    ]
+    assert ds.cache.meta["examples"] == 3
+    got = [b["input_ids"][0].tolist() for b in ds]
+    assert got == [render(tok, m)[0][:-1] for m in expected]
+
+
 def test_conversation_batches_shift_labels_and_pad(tok, tmp_path):
     rows = [{"instruction": "halo", "output": "apa kabar"}, {"instruction": "Saya mau makan nasi.", "output": "Nyak haga mengan."}]
     path = tmp_path / "i.jsonl"
