@@ -123,3 +123,16 @@ def test_adapters_are_never_mixed_in_one_batch(model_dir):
             assert events[-1][1].adapter == adapter and events[-1][1].text == want
     finally:
         sched.close()
+
+
+def test_prompts_of_one_length_prefilled_together_match_the_generator(model, scheduler):
+    tok = model.tokenizer
+    prompts = [p for p in (f"Halo {w}" for w in "abcdefghijklmnop") if len(tok.encode(p)) == len(tok.encode("Halo a"))]
+    assert len(prompts) >= 4
+    gen = Generator(TorchRuntime(model), tok)
+    config = GenerationConfig(max_new_tokens=16)
+    with scheduler._cond:  # hold the loop so that all of them are admitted in one step
+        runs = [collect(scheduler, tok.encode(p), config) for p in prompts]
+    for (_, events, done), prompt in zip(runs, prompts):
+        assert done.wait(30)
+        assert events[-1][1].text == gen.generate(prompt, config).text

@@ -1,7 +1,8 @@
 """The decode scheduler: one worker thread decodes every running request together.
 
 The backbone's state has a fixed size per sequence, so a request joins the running batch at
-any step (its prompt is prefilled on its own, then its state is stacked onto the batch) and
+any step (its prompt is prefilled without padding, together with waiting prompts of the same
+length, then its state is stacked onto the batch) and
 leaves it the step it finishes (its rows are selected out). One ``runtime.step`` serves every
 row, which is where batching pays: a step of 16 rows costs little more than a step of one.
 
@@ -148,17 +149,21 @@ class DecodeScheduler:
                         self.set_adapter(admitted[0].adapter)
                         self._current_adapter = admitted[0].adapter
                     new_logits, new_states, joined = [], [], []
+                    by_length: dict[int, list[Job]] = {}
                     for job in admitted:
                         if job.cancelled.is_set():
                             self._finish(job, "cancelled")
-                            continue
-                        row_logits, row_state = self.runtime.prefill(torch.tensor([job.prompt_ids]))
-                        job.history = torch.tensor(job.prompt_ids)
-                        if job.config.seed is not None:
-                            job.generator = torch.Generator().manual_seed(job.config.seed)
-                        new_logits.append(row_logits)
-                        new_states.append(row_state)
-                        joined.append(job)
+                        else:
+                            by_length.setdefault(len(job.prompt_ids), []).append(job)
+                    for group in by_length.values():  # equal lengths prefill together: no padding
+                        group_logits, group_state = self.runtime.prefill(torch.tensor([j.prompt_ids for j in group]))
+                        for job in group:
+                            job.history = torch.tensor(job.prompt_ids)
+                            if job.config.seed is not None:
+                                job.generator = torch.Generator().manual_seed(job.config.seed)
+                        new_logits.append(group_logits)
+                        new_states.append(group_state)
+                        joined.extend(group)
                     if joined:
                         parts = ([state] if active else []) + new_states
                         state = self.runtime.stack_states(parts)
