@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from sigerlm_lampung import service
 from sigerlm_lampung.cli import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

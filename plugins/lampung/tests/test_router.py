@@ -1,7 +1,6 @@
 """The language identifier's held-out accuracy and the intent routing."""
 
 import pytest
-
 from sigerlm_lampung.router import LanguageId, Router, route_accuracy, train_language_id
 
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 from sigerlm.errors import SigerError
-
 from sigerlm_lampung import data as d
 from sigerlm_lampung.builders import chat_rows, instruction_rows, write_datasets
 from sigerlm_lampung.text import alternatives, normalize, restore_surface

@@ -3,7 +3,6 @@ affixes, unknown words, English (direct and pivot), the model fallback, bad inpu
 
 import pytest
 from sigerlm.errors import SigerError
-
 from sigerlm_lampung import data as d
 from sigerlm_lampung.text import normalize
 
@@ -100,12 +99,11 @@ def test_fallback_through_a_real_sigerlm_generator(translator):
     import torch
     from sigerlm.model.config import SigerConfig
     from sigerlm.runtime import TorchRuntime
+    from sigerlm_lampung.service import generator_generate
+    from sigerlm_lampung.translator import Translator
     from sigerlm_text.generation import Generator
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
-
-    from sigerlm_lampung.service import generator_generate
-    from sigerlm_lampung.translator import Translator
 
     tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: nyak haga mengan"] * 20, vocab_size=300,
                              min_frequency=1)

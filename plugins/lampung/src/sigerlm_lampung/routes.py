@@ -5,9 +5,11 @@ The translator is built on the first request and cached. ``app_state`` may offer
 ``data_dir`` (a path or None), ``model`` and ``generate(prompt, **sampling) -> str``; the
 latter answers low-confidence translations (the model fallback). Handlers are plain ``def``:
 FastAPI runs them in its thread pool, so building or generating never blocks the event loop.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the request models from the
+handlers' annotations, which must be real classes, not strings.)
 """
 
-from __future__ import annotations
 
 import threading
 from typing import Any

@@ -15,6 +15,7 @@ translation that knows every word) and pivots through Indonesian otherwise.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -209,6 +210,7 @@ class Translator:
             general_lms = general_language_models(data_dir, english=english is True)
         systems, lms = build_lampung_parts(data_dir, train, meizano, meizano_path, general_lms, iterations)
 
+        @functools.cache  # translators made from this one's tables share the English systems too
         def extend() -> tuple[dict, dict]:
             general = general_lms if "eng" in general_lms else {**general_lms, **general_language_models(data_dir, only=("eng",))}
             return build_english_parts(data_dir, train, general, iterations)

@@ -1,0 +1,69 @@
+"""The plugin's hooks: datasets, chat commands through sigerlm-text, and loading without the
+serving plugin."""
+
+import types
+
+import pytest
+from sigerlm.testing import add_plugin
+from sigerlm_lampung import hooks
+
+
+def test_chat_commands_through_the_text_plugin(plugin_manager, monkeypatch, translator):
+    from sigerlm_lampung import service
+    from sigerlm_lampung.translator import Translator
+    from sigerlm_text import hooks as text_hooks
+    from sigerlm_text.chat_session import collect_commands
+
+    monkeypatch.setattr(service, "get_translator", lambda data_dir=None, meizano_path=None, generate=None, fallback_below=0.5:
+                        Translator(translator.systems, translator.lms, generate, fallback_below, extend=translator.extend))
+    add_plugin(plugin_manager, text_hooks, "text")
+    add_plugin(plugin_manager, hooks, "lampung")
+    commands = collect_commands(plugin_manager)
+    assert {"/lo-id", "/id-lo", "/lo-en", "/en-lo", "/chat", "/reason", "/auto"} <= set(commands)
+    session = types.SimpleNamespace(send=lambda message: f"model: {message}")
+    assert commands["/lo-id"][0](session, "sanak ino mak sihat").startswith("anak itu tidak sehat\n[learned")
+    assert commands["/id-lo"][0](session, "rumah itu tidak bagus").startswith("nuwo ino mak wawai")
+    assert "healthy" in commands["/lo-en"][0](session, "sanak ino mak sihat")
+    assert commands["/chat"][0](session, "halo") == "model: halo"
+    assert commands["/chat"][0](None, "halo").startswith("(general chat needs a model")
+    assert commands["/lo-id"][0](session, "  ").startswith("usage")
+
+
+def test_reason_and_auto(monkeypatch, translator):
+    from sigerlm_lampung import chat, service
+    from sigerlm_lampung.router import LanguageId, Router
+    from sigerlm_lampung.translator import Translator
+
+    monkeypatch.setattr(service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms))
+    model = LanguageId().fit(["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"],
+                             ["abl", "ind", "eng"])
+    monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
+    text = chat.reason(None, "sanak ino")
+    assert text.splitlines()[0].startswith("sanak: anak (phrase table")
+    assert text.splitlines()[-1].startswith("=> anak itu")
+    session = types.SimpleNamespace(send=lambda message: f"model: {message}")
+    assert chat.auto(session, "nyak haga mengan punyeu").startswith("(lampung_to_id)")
+    assert chat.auto(session, "i want to eat") == "model: i want to eat"
+
+
+def test_the_dataset_renders_instruction_rows(tiny_data, tmp_path, plugin_manager):
+    pytest.importorskip("tiktoken")
+    run = types.SimpleNamespace(seed=0, rank=0, world_size=1, out_dir=tmp_path, state={})
+    options = hooks.LampungParallelOptions(split="train", data_dir=str(tiny_data), tokenizer="tiktoken", seq_len=64,
+                                           batch_size=2, directions=["abl-ind", "ind-abl"])
+    dataset = hooks.lampung_parallel(run, **options.model_dump())
+    batches = list(dataset)
+    assert len(batches) == len(dataset) > 0
+    assert batches[0]["input_ids"].shape[0] == 2
+    assert (batches[0]["labels"] != -100).any()  # loss on the translation
+    files = list(tmp_path.glob("lampung-train-*.jsonl"))
+    assert len(files) == 1 and "Terjemahkan Lampung O ke Bahasa Indonesia" in files[0].read_text()
+    with pytest.raises(ValueError):
+        hooks.LampungParallelOptions(split="test")
+
+
+def test_loads_without_the_serving_plugin(plugin_manager):
+    # register_routes and register_chat_commands are optional: no spec for them here, no error
+    add_plugin(plugin_manager, hooks, "lampung")
+    plugin_manager.check_pending()
+    assert plugin_manager.hook.register_routes.spec is None  # nobody declared it, and that is fine

@@ -1,0 +1,84 @@
+"""``POST /v1/translate`` and ``POST /v1/lampung/gloss`` on a FastAPI app of the test's own, with a
+stub ``app_state`` (the serving plugin calls the same hook with its own)."""
+
+import types
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+from sigerlm_lampung import hooks
+
+
+def client_for(app_state):
+    app = fastapi.FastAPI()
+    router = fastapi.APIRouter()
+    hooks.register_routes(router=router, app_state=app_state)
+    app.include_router(router)
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def state(tiny_data):
+    calls = []
+
+    def generate(prompt, **sampling):
+        calls.append((prompt, sampling))
+        return "jawaban model"
+
+    return types.SimpleNamespace(data_dir=tiny_data, model=object(), generate=generate, calls=calls)
+
+
+def test_translate_a_batch_in_order(state):
+    client = client_for(state)
+    texts = ["Nyak haga mengan nasi", "Kuyuk ino mak sihat", "zwqxyl qwrtpz"]
+    response = client.post("/v1/translate", json={"texts": texts, "source": "abl", "target": "ind"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["source"], body["target"]) == ("abl", "ind")
+    out = body["translations"]
+    assert [t["stage"] for t in out] == ["exact", "learned", "model"]
+    assert out[0]["text"] == "Saya mau makan nasi" and out[1]["text"] == "Anjing itu tidak sehat"
+    assert out[2]["text"] == "jawaban model" and out[2]["unknown"] == ["zwqxyl", "qwrtpz"]
+    assert all(0 <= t["confidence"] <= 1 for t in out)
+    prompt, sampling = state.calls[-1]
+    assert "zwqxyl qwrtpz" in prompt and sampling["max_new_tokens"] == 64
+    # without the model
+    response = client.post("/v1/translate", json={"texts": ["zwqxyl qwrtpz"], "use_model": False})
+    assert response.json()["translations"][0]["stage"] == "learned"
+
+
+def test_english_through_indonesian_and_aliases(state):
+    client = client_for(state)
+    response = client.post("/v1/translate", json={"texts": ["sanak ino mak sihat"], "source": "lo", "target": "en"})
+    assert response.status_code == 200, response.text
+    assert response.json()["translations"][0]["text"] == "the child is not healthy"
+
+
+def test_gloss(state):
+    client = client_for(state)
+    response = client.post("/v1/lampung/gloss", json={"text": "Kuyuk ino"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [w["word"] for w in body["words"]] == ["kuyuk", "ino"]
+    assert body["words"][0]["readings"][0]["translation"] == "anjing"
+    assert body["translation"]["text"] == "Anjing itu"
+
+
+def test_bad_requests_are_422(state):
+    client = client_for(state)
+    assert client.post("/v1/translate", json={"texts": [], "source": "abl", "target": "ind"}).status_code == 422
+    bad = client.post("/v1/translate", json={"texts": ["nyak"], "source": "fr", "target": "ind"})
+    assert bad.status_code == 422 and "unknown language 'fr'" in bad.text
+    same = client.post("/v1/translate", json={"texts": ["nyak"], "source": "abl", "target": "lo"})
+    assert same.status_code == 422 and "both abl" in same.text
+    assert client.post("/v1/translate", json={"texts": ["nyak"], "sourc": "abl"}).status_code == 422
+    assert client.post("/v1/lampung/gloss", json={"text": ""}).status_code == 422
+
+
+def test_a_server_without_model_or_data_fields(tiny_data, monkeypatch):
+    # app_state may lack every optional field: the data folder then comes from SIGER_DATA_DIR
+    monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
+    client = client_for(types.SimpleNamespace())
+    out = client.post("/v1/translate", json={"texts": ["zwqxyl"], "source": "abl", "target": "ind"}).json()
+    assert out["translations"][0]["stage"] == "learned"
