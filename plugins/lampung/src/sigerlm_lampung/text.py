@@ -50,13 +50,16 @@ def alternatives(text: str) -> list[str]:
 
 def restore_surface(source: str, translation: str) -> str:
     """Give a normalised translation the source's sentence shape: its capital first letter and
-    its final ``?``, ``!`` or ``.``."""
+    its final ``?``, ``!``, ``.``, ``:`` or ``;``."""
     if not translation:
         return translation
     src = source.strip()
-    out = translation
+    # names and other capitalised words copied from the source keep their capital
+    capitals = {w.lower(): w for w in _WORD.findall(unicodedata.normalize("NFC", src).translate(_APOSTROPHES))[1:]
+                if w[:1].isupper()}
+    out = " ".join(capitals.get(w, w) for w in translation.split(" ")) if capitals else translation
     if src[:1].isupper():
         out = out[:1].upper() + out[1:]
-    if src[-1:] in "?!.":
+    if src[-1:] and src[-1] in "?!.:;":
         out += src[-1]
     return out

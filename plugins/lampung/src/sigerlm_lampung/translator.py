@@ -291,8 +291,16 @@ class Translator:
                        candidates=[second.text, direct.text])
         return pivot if pivot.confidence >= direct.confidence else direct
 
+    def _one(self, norm: str, src: str, tgt: str) -> Result:
+        if "eng" in (src, tgt) and "abl" in (src, tgt):
+            return self._english(norm, src, tgt)
+        return self.lookup_or_learned(norm, src, tgt)
+
     def translate(self, text: str, src: str, tgt: str, allow_model: bool = True) -> Result:
-        """Translate one text; ``src``/``tgt`` are language codes or aliases."""
+        """Translate one text; ``src``/``tgt`` are language codes or aliases.
+
+        A text of several sentences (or dialogue turns) that is not known as a whole is
+        translated a sentence at a time, each keeping its capital and final punctuation."""
         src, tgt = lang_code(src), lang_code(tgt)
         if src == tgt:
             raise SigerError(f"source and target language are both {src}")
@@ -301,13 +309,16 @@ class Translator:
         norm = normalize(text)
         if not norm:
             return Result("", "empty", 0.0, text, f"{src}-{tgt}")
-        if "eng" in (src, tgt) and "abl" in (src, tgt):
-            result = self._english(norm, src, tgt)
+        segments = [seg for seg in split_sentences(text) if normalize(seg)]
+        result = self._one(norm, src, tgt)
+        if len(segments) > 1 and result.stage not in ("exact", "fuzzy"):
+            parts = [(seg, self._one(normalize(seg), src, tgt)) for seg in segments]
+            result = combine(parts, norm, f"{src}-{tgt}")
         else:
-            result = self.lookup_or_learned(norm, src, tgt)
+            result.text = restore_surface(text, result.text)
         if result.confidence < self.fallback_below and self.generate is not None and allow_model:
             result = self.model_fallback(text, src, tgt, result)
-        result.text = restore_surface(text, result.text)
+            result.text = restore_surface(text, result.text)
         result.source = text
         return result
 
@@ -384,6 +395,28 @@ def build_english_parts(data_dir: str | Path | None, train: Sequence[Pair], gene
     systems[("ind", "eng")] = PairSystem.build(ind_eng, "ind", "eng", iterations=iterations)
     lms = {"eng": _mix(NgramLM.fit([p.en for p in with_en] + [e for _, e in parallel]), general_lms.get("eng"))}
     return systems, lms
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and speaker labels of a text: cut after ``. ! ? : ;`` and at line breaks."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+
+
+def combine(parts: Sequence[tuple[str, Result]], norm: str, direction: str) -> Result:
+    """One result from the translations of a text's sentences: the texts joined, the weakest
+    stage named, the confidence weighted by sentence length."""
+    order = ["exact", "fuzzy", "learned"]
+    stages = [r.stage for _, r in parts]
+    stage = max(stages, key=lambda st: order.index(st) if st in order else len(order))
+    sizes = [max(len(normalize(seg).split()), 1) for seg, _ in parts]
+    confidence = sum(r.confidence * n for (_, r), n in zip(parts, sizes)) / sum(sizes)
+    unknown = list(dict.fromkeys(w for _, r in parts for w in r.unknown))
+    text = " ".join(restore_surface(seg, r.text) for seg, r in parts if r.text)
+    return Result(text, stage, round(confidence, 4), norm, direction, unknown=unknown,
+                  candidates=[" ".join(r.text for _, r in parts)])
 
 
 def words_side(pairs: Sequence[Pair], lang: str) -> list[str]:
