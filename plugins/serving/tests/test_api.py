@@ -116,6 +116,10 @@ def test_concurrent_streams_per_key_get_429(make_client):
         with state.stream_slot(key_id("k1")):
             r = client.post("/v1/generate", json={"prompt": "x", "max_new_tokens": 2}, headers={"X-Siger-API-Key": "k1"})
             assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_streams"
+            sid = client.post("/v1/sessions", json={}, headers={"X-Siger-API-Key": "k1"}).json()["id"]
+            r = client.post("/v1/chat", json={"message": "x", "session_id": sid}, headers={"X-Siger-API-Key": "k1"})
+            assert r.status_code == 429
+            assert client.get(f"/v1/sessions/{sid}", headers={"X-Siger-API-Key": "k1"}).json()["messages"] == []
             ok = client.post("/v1/generate", json={"prompt": "x", "max_new_tokens": 2},
                              headers={"Authorization": "Bearer k2"})
             assert ok.status_code == 200

@@ -36,9 +36,8 @@ def add_routes(router: APIRouter, state: AppState) -> None:
         return state.status()
 
     # -- generation ----------------------------------------------------------------------------
-    async def run(request: Request, ids: list[int], config: Any, adapter: str | None, stream: bool,
-                  render_done: Any, finalize: Any = None, start: dict | None = None) -> Any:
-        """Generate, as SSE (``start``?, ``delta``..., ``done`` | ``error``) or as one answer."""
+    def take_slot(request: Request) -> Any:
+        """Count a generation against the caller's key (429 past the limit); returns its release."""
         slot = state.stream_slot(key_of(request))
         slot.__enter__()
         released = False
@@ -49,6 +48,12 @@ def add_routes(router: APIRouter, state: AppState) -> None:
                 released = True
                 slot.__exit__(None, None, None)
 
+        return release
+
+    async def run(request: Request, ids: list[int], config: Any, adapter: str | None, stream: bool,
+                  render_done: Any, finalize: Any = None, start: dict | None = None, release: Any = None) -> Any:
+        """Generate, as SSE (``start``?, ``delta``..., ``done`` | ``error``) or as one answer."""
+        release = release or take_slot(request)
         try:
             job = AsyncJob(state.scheduler, ids, config, adapter, finalize)
         except BaseException:
@@ -102,15 +107,21 @@ def add_routes(router: APIRouter, state: AppState) -> None:
         """One chat turn. Without ``session_id`` a session is created. The session's history and
         its memory (within the token budget) make the prompt; both messages are stored.
         Streaming sends ``start`` ({session_id}) first."""
+        config = state.config(**body.sampling())
         if body.session_id is not None:
             session = await run_in_threadpool(session_or_404, body.session_id)
         else:
+            state.check_adapter(body.adapter)
             session = await run_in_threadpool(store.create_session, body.system, body.adapter)
         sid = session["id"]
         adapter = state.check_adapter(body.adapter if body.adapter is not None else session.get("adapter"))
-        config = state.config(**body.sampling())
         ids = await run_in_threadpool(build_chat_prompt, state, session, body.message, config.max_new_tokens)
-        await run_in_threadpool(store.add_message, sid, "user", body.message)
+        release = take_slot(request)  # before the message is stored: a 429 leaves no unanswered message
+        try:
+            await run_in_threadpool(store.add_message, sid, "user", body.message)
+        except BaseException:
+            release()
+            raise
 
         def finalize(completion: Any) -> int:
             return store.add_message(sid, "assistant", completion.text, completion.finish_reason)
@@ -118,7 +129,8 @@ def add_routes(router: APIRouter, state: AppState) -> None:
         def done(completion: Any, message_id: int) -> dict[str, Any]:
             return {**generation_body(completion), "session_id": sid, "message_id": message_id}
 
-        return await run(request, ids, config, adapter, body.stream, done, finalize, start={"session_id": sid})
+        return await run(request, ids, config, adapter, body.stream, done, finalize, start={"session_id": sid},
+                         release=release)
 
     # -- sessions ------------------------------------------------------------------------------
     @router.post("/v1/sessions", tags=["sessions"], response_model=s.Session, status_code=201)
@@ -310,21 +322,16 @@ def add_routes(router: APIRouter, state: AppState) -> None:
                 choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
             return {"id": cid, "object": kind, "created": created, "model": body.model, "choices": [choice]}
 
-        slot = state.stream_slot(key_of(request))
-        slot.__enter__()
+        release = take_slot(request)
         try:
             job = AsyncJob(state.scheduler, ids, config, adapter)
         except BaseException:
-            slot.__exit__(None, None, None)
+            release()
             raise
-        released = False
 
         def close() -> None:
-            nonlocal released
             job.cancel()
-            if not released:
-                released = True
-                slot.__exit__(None, None, None)
+            release()
 
         async def events():
             try:
