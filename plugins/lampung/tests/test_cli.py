@@ -102,3 +102,15 @@ def test_chat_routes_plain_messages(shared, monkeypatch):
     assert "(id_to_lampung) nyak haga mengan" in text
     assert text.count("general chat needs a model") == 2
     assert "unknown command /nope" in text
+
+
+def test_eval_on_a_pair_file_trains_without_its_pairs(tiny_data, tmp_path):
+    file = tiny_data / "lampung" / "splits" / "valid.jsonl"
+    out = runner.invoke(app, ["eval", "--data-dir", str(tiny_data), "--file", str(file), "--folds", "0", "--no-router",
+                              "--no-english", "--out", str(tmp_path / "eval.json")])
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "eval.json").read_text())["split"]
+    assert report["split"] == str(file) and report["rows"] == 5
+    assert report["trained_on"] == 10  # 15 cleaned pairs (the noise row dropped), minus the file's 5
+    assert set(report["results"]) == {"abl-ind", "ind-abl"}
+    assert "cross_validation" not in json.loads((tmp_path / "eval.json").read_text())

@@ -53,6 +53,12 @@ def test_english_through_indonesian_and_aliases(state):
     response = client.post("/v1/translate", json={"texts": ["sanak ino mak sihat"], "source": "lo", "target": "en"})
     assert response.status_code == 200, response.text
     assert response.json()["translations"][0]["text"] == "the child is not healthy"
+    # one "direction" field (the serving web page shows its values as a select)
+    response = client.post("/v1/translate", json={"texts": ["anak itu tidak sehat"], "direction": "ind-abl"})
+    assert response.json()["translations"][0]["text"] == "sanak ino mak sihat"
+    assert client.post("/v1/translate", json={"texts": ["x"], "direction": "abl-fra"}).status_code == 422
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TranslateRequest"]["properties"]
+    assert schema["direction"]["anyOf"][0]["enum"][:2] == ["abl-ind", "ind-abl"]
 
 
 def test_gloss(state):

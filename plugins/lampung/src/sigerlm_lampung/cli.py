@@ -146,6 +146,10 @@ def evaluate(
     english: Annotated[bool, typer.Option("--english/--no-english", help="Also score abl<->eng on the split.")] = True,
     router: Annotated[bool, typer.Option("--router/--no-router", help="Also report the router's held-out accuracy.")] = True,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here (and a .md beside it).")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Score this pair file instead of --split (system built from train + valid, overlaps removed).")] = None,
+    model_dir: Annotated[Path | None, typer.Option(
+        "--model", help="A model folder: let the model answer low-confidence texts.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Exact match, BLEU, chrF++ and coverage per stage, source type and direction, next to a
@@ -157,8 +161,15 @@ def evaluate(
 
     if folds == 1 or folds < 0:
         _fail("--folds must be 0 (skip) or at least 2")
+    if model_dir is not None and not model_dir.is_dir():
+        _fail(f"--model {model_dir}: not a model folder")
     try:
-        report: dict = {"split": evaluate_split(split, data_dir, english)}
+        generate = None
+        if model_dir is not None:
+            from sigerlm_lampung.service import model_generate
+
+            generate = model_generate(model_dir)
+        report: dict = {"split": evaluate_split(split, data_dir, english, file=file, generate=generate)}
         if folds:
             report["cross_validation"] = cross_validate(folds, seed, data_dir)
         if router:

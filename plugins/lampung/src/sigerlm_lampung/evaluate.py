@@ -132,7 +132,7 @@ def source_type(pair: Pair) -> str:
 
 
 def score_pairs(translator: Translator, baselines: dict[str, WordByWord], pairs: Sequence[Pair],
-                directions: Sequence[str]) -> list[Item]:
+                directions: Sequence[str], allow_model: bool = False) -> list[Item]:
     items: list[Item] = []
     for pair in pairs:
         for direction in directions:
@@ -140,7 +140,7 @@ def score_pairs(translator: Translator, baselines: dict[str, WordByWord], pairs:
             source, reference = pair.side(src), pair.side(tgt)
             if not source or not reference:
                 continue
-            result = translator.translate(source, src, tgt, allow_model=False)
+            result = translator.translate(source, src, tgt, allow_model=allow_model)
             n = len(source.split())
             baseline, found = baselines[direction].translate(source) if direction in baselines else (source, 0)
             items.append(Item(direction, source_type(pair), source, reference, normalize(result.text), result.stage,
@@ -159,21 +159,42 @@ def baselines_for(train: Sequence[Pair], meizano: Sequence[DictEntry], words: Se
 
 # ------------------------------------------------------------------------------ runs
 def evaluate_split(split: str = "valid", data_dir: str | Path | None = None, english: bool = True,
-                   limit: int | None = None) -> dict[str, Any]:
+                   limit: int | None = None, file: str | Path | None = None,
+                   generate: Any = None) -> dict[str, Any]:
+    """Score a system built from ``splits/train.jsonl`` on ``splits/<split>.jsonl``; or, with
+    ``file``, on that pair file with a system built from train + valid minus any pair that
+    shares a side with (or contains) one of the file's pairs. ``generate`` enables the model
+    fallback stage."""
     from sigerlm_lampung import data as d
 
     started = time.time()
-    train = d.load_split("train", data_dir)
-    test = d.load_split(split, data_dir)[:limit] if limit else d.load_split(split, data_dir)
+    if file is not None:
+        test = d.read_pairs(Path(file))
+        everything = d.dedup(d.load_split("train", data_dir) + d.load_split("valid", data_dir))
+        train = [p for p in everything if not _overlaps(p, test)]
+        name = str(file)
+    else:
+        train = d.load_split("train", data_dir)
+        test = d.load_split(split, data_dir)
+        name = split
+    test = test[:limit] if limit else test
     meizano, words = d.load_meizano(data_dir), d.load_word_pairs(data_dir)
-    translator = Translator.build(data_dir, train=train, meizano=meizano, english=english)
-    directions = ["abl-ind", "ind-abl"] + (["abl-eng", "eng-abl"] if english else [])
-    items = score_pairs(translator, baselines_for(train, meizano, words, directions), test, directions)
+    translator = Translator.build(data_dir, train=train, meizano=meizano, english="lazy" if english else False,
+                                  generate=generate)
+    has_english = english and any(p.en for p in test)
+    directions = ["abl-ind", "ind-abl"] + (["abl-eng", "eng-abl"] if has_english else [])
+    items = score_pairs(translator, baselines_for(train, meizano, words, directions), test, directions,
+                        allow_model=generate is not None)
     templates = [i for i in items if i.source_type == "template" and i.direction in ("abl-ind", "ind-abl")]
     return {
-        "kind": "split", "split": split, "rows": len(test), "seconds": round(time.time() - started, 1),
+        "kind": "split", "split": name, "rows": len(test), "seconds": round(time.time() - started, 1),
+        "trained_on": len(train), "model_fallback": generate is not None,
         "results": summarize(items),
-        "templates_exact": scores([i.hypothesis for i in templates], [i.reference for i in templates]).get("exact"),
+        "templates_exact": {
+            direction: scores([i.hypothesis for i in templates if i.direction == direction],
+                              [i.reference for i in templates if i.direction == direction]).get("exact")
+            for direction in ("abl-ind", "ind-abl") if any(i.direction == direction for i in templates)
+        },
     }
 
 
@@ -237,8 +258,12 @@ def markdown(report: dict[str, Any]) -> str:
     for direction, block in report["results"].items():
         for stage, s in block["by_stage"].items():
             lines.append(f"| {direction} | {stage} | {s['share']} | {s['n']} | {s['exact']} | {s['bleu']} | {s['chrf++']} |")
-    if report.get("templates_exact") is not None:
-        lines += ["", f"Template sentences (abl<->ind) translated exactly: {report['templates_exact']}%"]
+    if report.get("templates_exact"):
+        shown = ", ".join(f"{d} {v}%" for d, v in report["templates_exact"].items())
+        lines += ["", f"Template sentences translated exactly: {shown}."]
+    if any(d in report["results"] for d in ("abl-eng", "eng-abl")):
+        lines += ["", ("The data has no Lampung-English or Indonesian-English word dictionary, so the word-by-word "
+                  "baseline copies English and Lampung words it cannot look up.")]
     return "\n".join(lines) + "\n"
 
 

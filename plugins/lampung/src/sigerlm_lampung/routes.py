@@ -12,7 +12,7 @@ handlers' annotations, which must be real classes, not strings.)
 
 
 import threading
-from typing import Any
+from typing import Any, Literal
 
 MAX_TEXTS = 256
 MAX_CHARS = 4000
@@ -29,6 +29,8 @@ def add_routes(router: Any, app_state: Any) -> None:
         model_config = ConfigDict(extra="forbid")
 
         texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS, description="Texts to translate.")
+        direction: Literal["abl-ind", "ind-abl", "abl-eng", "eng-abl", "ind-eng", "eng-ind"] | None = Field(
+            None, description="source-target in one field; overrides source and target when given.")
         source: str = Field("abl", description="abl (Lampung O), ind or eng (aliases lo, id, en).")
         target: str = Field("ind")
         use_model: bool = Field(True, description="Let the model answer low-confidence texts (when the server has one).")
@@ -67,7 +69,7 @@ def add_routes(router: Any, app_state: Any) -> None:
 
     @router.post("/v1/translate")
     def translate(request: TranslateRequest) -> dict[str, Any]:
-        src, tgt = languages(request.source, request.target)
+        src, tgt = languages(*(request.direction.split("-") if request.direction else (request.source, request.target)))
         too_long = [i for i, t in enumerate(request.texts) if len(t) > MAX_CHARS]
         if too_long:
             raise HTTPException(status_code=422, detail=f"texts {too_long[:5]} are longer than {MAX_CHARS} characters")
