@@ -295,3 +295,20 @@ def test_app_state_contract_for_other_plugins(client):
     with pytest.raises(ApiError) as info:
         state.generate("x", max_new_tokens=10**6)
     assert info.value.code == "max_new_tokens_too_large"
+
+
+def test_a_failing_generation_is_an_error_event_or_a_500_without_details(client, monkeypatch):
+    runtime = client.app.state.siger.runtime
+
+    def broken(ids, state):
+        raise RuntimeError("secret internal detail /srv/model")
+
+    monkeypatch.setattr(runtime, "step", broken)
+    with client.stream("POST", "/v1/generate", json={"prompt": "Saya", "max_new_tokens": 5, "stream": True}) as r:
+        events = sse_events(r.read().decode())
+    assert events[-1][0] == "error" and events[-1][1]["error"]["code"] == "generation_failed"
+    r = client.post("/v1/generate", json={"prompt": "Saya", "max_new_tokens": 5})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed"
+    assert "secret" not in r.text and "/srv" not in r.text
+    monkeypatch.undo()
+    assert client.post("/v1/generate", json={"prompt": "Saya", "max_new_tokens": 2}).status_code == 200
