@@ -312,3 +312,27 @@ def test_a_failing_generation_is_an_error_event_or_a_500_without_details(client,
     assert "secret" not in r.text and "/srv" not in r.text
     monkeypatch.undo()
     assert client.post("/v1/generate", json={"prompt": "Saya", "max_new_tokens": 2}).status_code == 200
+
+
+def test_the_lampung_plugin_adds_its_routes_behind_the_key_check(model_dir, tmp_path):
+    """With sigerlm-lampung installed, its register_routes hook adds /v1/translate to this app."""
+    pytest.importorskip("sigerlm_lampung")
+    from fastapi.testclient import TestClient
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.testing import add_plugin
+    from sigerlm_lampung import hooks as lampung_hooks
+
+    from sigerlm_serving import hooks
+    from sigerlm_serving.app import create_app
+    from sigerlm_serving.settings import ServeSettings
+
+    pm = make_plugin_manager(load="none")
+    add_plugin(pm, hooks, "serving")
+    add_plugin(pm, lampung_hooks, "lampung")
+    app = create_app(ServeSettings(model_dir=str(model_dir), db=str(tmp_path / "l.db"), api_keys=["k"]), pm)
+    with TestClient(app) as client:
+        assert "/v1/translate" in client.get("/openapi.json").json()["paths"]
+        r = client.post("/v1/translate", json={"texts": ["tabik pun"], "direction": "abl-ind"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        r = client.post("/v1/translate", json={"texts": []}, headers={"X-Siger-API-Key": "k"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

@@ -24,7 +24,7 @@ log = logging.getLogger("sigerlm.serving")
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 406: "not_acceptable", 411: "length_required",
                 413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request",
-                429: "too_many_requests"}
+                429: "too_many_requests", 503: "unavailable"}
 PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
                 "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; "
                                            "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
