@@ -15,6 +15,9 @@ def test_heldout_accuracy_lampung_indonesian_english(trained):
     assert report["accuracy_abl_ind_eng"] > 95
     assert report["per_label"]["abl"]["accuracy"] > 93
     assert report["accuracy_4way"] > 93  # other regional languages as negatives
+    # Lampung written by people (not the templated rows), kept out of training
+    assert report["human_written"]["per_label"]["abl"]["accuracy"] > 80
+    assert report["human_written_3_words"]["accuracy_abl_ind_eng"] > 85
 
 
 def test_intents(trained):

@@ -274,4 +274,10 @@ def router_markdown(report: dict[str, Any]) -> str:
              "| language | n | accuracy % |", "|---|---:|---:|"]
     for label, row in report["per_label"].items():
         lines.append(f"| {label} | {row['n']} | {row['accuracy']} |")
+    for key, title in (("human_written", "every"), ("human_written_3_words", "three words or more")):
+        if key in report:
+            part = report[key]
+            per = ", ".join(f"{label} {row['accuracy']}% of {row['n']}" for label, row in part["per_label"].items())
+            lines += ["", f"Human-written Lampung pairs (rajotuho, smt; both sides; held out of training), {title}: "
+                      f"{part['accuracy_abl_ind_eng']}% ({per})."]
     return "\n".join(lines) + "\n"
