@@ -278,6 +278,6 @@ def router_markdown(report: dict[str, Any]) -> str:
         if key in report:
             part = report[key]
             per = ", ".join(f"{label} {row['accuracy']}% of {row['n']}" for label, row in part["per_label"].items())
-            lines += ["", f"Human-written Lampung pairs (rajotuho, smt; both sides; held out of training), {title}: "
-                      f"{part['accuracy_abl_ind_eng']}% ({per})."]
+            lines += ["", (f"Human-written Lampung pairs (rajotuho, smt; both sides; held out of training), {title}: "
+                      f"{part['accuracy_abl_ind_eng']}% ({per}).")]
     return "\n".join(lines) + "\n"

@@ -151,7 +151,6 @@ def train_language_id(data_dir: str | Path | None = None, per_label: int = 4000,
     examples = language_data(data_dir, per_label, seed)
     sentences = [e for e in examples if not e.lexicon and not e.human]
     cut = int(len(sentences) * (1 - heldout))
-    test = sentences[cut:] + [e for e in examples if e.human]
     train = sentences[:cut] + [e for e in examples if e.lexicon]
     model = LanguageId().fit([e.text for e in train], [e.label for e in train])
     report = heldout_report(model, [(e.text, e.label) for e in sentences[cut:]])
