@@ -114,3 +114,22 @@ def test_eval_on_a_pair_file_trains_without_its_pairs(tiny_data, tmp_path):
     assert report["trained_on"] == 10  # 15 cleaned pairs (the noise row dropped), minus the file's 5
     assert set(report["results"]) == {"abl-ind", "ind-abl"}
     assert "cross_validation" not in json.loads((tmp_path / "eval.json").read_text())
+
+
+def test_model_fallback_from_a_model_folder(tiny_data, tmp_path):
+    import torch
+    from sigerlm.model.config import SigerConfig
+    from sigerlm_text.model import SigerLM
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino mak sihat"] * 20, vocab_size=300,
+                             min_frequency=1)
+    torch.manual_seed(0)
+    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    out = runner.invoke(app, ["translate", "--data-dir", str(tiny_data), "--model", str(tmp_path / "model"),
+                              "--fallback-below", "0.99", "--json"], input="zwqxyl kuyuk\nKuyuk ino mak sihat\n")
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    # an untrained model may say nothing useful: then the learned answer stays; never an empty line
+    assert rows[0]["stage"] in {"model", "learned"} and rows[0]["text"]
+    assert rows[1]["stage"] in {"model", "learned"}
