@@ -55,7 +55,7 @@ def add_routes(router: APIRouter, state: AppState) -> None:
         """Generate, as SSE (``start``?, ``delta``..., ``done`` | ``error``) or as one answer."""
         release = release or take_slot(request)
         try:
-            job = AsyncJob(state.scheduler, ids, config, adapter, finalize)
+            job = AsyncJob(state.scheduler, ids, config, adapter, finalize, deltas=stream)
         except BaseException:
             release()
             raise

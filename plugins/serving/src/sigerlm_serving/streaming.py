@@ -71,7 +71,8 @@ class AsyncJob:
     result comes with the ``done`` event."""
 
     def __init__(self, scheduler: Any, ids: list[int], config: Any, adapter: str | None,
-                 finalize: Callable[[Any], Any] | None = None):
+                 finalize: Callable[[Any], Any] | None = None, deltas: bool = True):
+        self.deltas = deltas  # False: only the outcome is wanted (no event per token)
         self.loop = asyncio.get_running_loop()
         self.mailbox = _mailbox(self.loop)
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -79,6 +80,8 @@ class AsyncJob:
         self.job = scheduler.submit(ids, config, self._put, adapter)
 
     def _put(self, event: tuple[str, Any]) -> None:
+        if event[0] == "delta" and not self.deltas:
+            return
         if event[0] == "done":
             future: Future | None = _writer.submit(self.finalize, event[1]) if self.finalize else None
             event = ("done", (event[1], future))
@@ -109,13 +112,18 @@ class AsyncJob:
     async def result(self, request: Request) -> tuple[Any, Any]:
         """Wait for the completion; a client that disconnects cancels the job."""
         try:
+            checked = self.loop.time()
             while True:
                 try:
                     event = await asyncio.wait_for(self.queue.get(), 0.5)
                 except asyncio.TimeoutError:
+                    event = None
+                if self.loop.time() - checked >= 0.5:
+                    checked = self.loop.time()
                     if await request.is_disconnected():
                         self.cancel()
-                        raise ApiError(499, "client_closed_request", "the client closed the request") from None
+                        raise ApiError(499, "client_closed_request", "the client closed the request")
+                if event is None or event[0] == "delta":
                     continue
                 if event[0] == "error":
                     raise ApiError(500, "generation_failed", event[1])
