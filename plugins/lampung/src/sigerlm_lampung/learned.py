@@ -165,6 +165,8 @@ class PhraseModel:
                         Option(tuple(t.split()), w["tm"] * lp + w["inv"] * lpi, "phrase", math.exp(lp))
                         for t, lp, lpi in entries
                     ]
+            if (i, i + 1) not in options and any(c.isdigit() for c in words[i]):
+                options[(i, i + 1)] = [Option((words[i],), 0.0, "number", 1.0)]  # numbers pass through
             if (i, i + 1) not in options:
                 extra = self.word_options(words[i])
                 # copying is always possible: names, numbers, loan words
@@ -206,6 +208,9 @@ class PhraseModel:
                 i = j
             return total
 
+        by_start: list[list[tuple[tuple[int, int], list[Option]]]] = [[] for _ in range(n)]
+        for span, opts in options.items():
+            by_start[span[0]].append((span, opts))
         # hypothesis: (score, covered bitmask, last source end, target words, spans)
         stacks: list[dict[tuple[int, int, tuple[str, ...]], tuple[float, list[str], list]]] = [{} for _ in range(n + 1)]
         stacks[0][(0, 0, ())] = (0.0, [], [])
@@ -219,8 +224,9 @@ class PhraseModel:
                     finals.append(Decoded(list(target), final, spans))
                     continue
                 first_free = next(i for i in range(n) if not covered >> i & 1)
-                for (i, j), opts in options.items():
-                    if i - first_free > max_jump or abs(i - last) > max_jump:
+                starts = range(first_free, min(n, first_free + max_jump + 1))
+                for (i, j), opts in (span for start in starts for span in by_start[start]):
+                    if abs(i - last) > max_jump:
                         continue
                     mask = ((1 << (j - i)) - 1) << i
                     if covered & mask:
@@ -250,7 +256,7 @@ def confidence(decoded: Decoded, n_source: int) -> float:
     covered = 0.0
     probs = []
     for i, j, opt in decoded.spans:
-        share = {"phrase": 1.0, "morph": 0.7, "fuzzy": 0.6, "unknown": 0.0}[opt.kind]
+        share = {"phrase": 1.0, "number": 1.0, "morph": 0.7, "fuzzy": 0.6, "unknown": 0.0}[opt.kind]
         covered += share * (j - i)
         if opt.kind != "unknown":
             probs.append(opt.prob)

@@ -39,6 +39,7 @@ LANG_NAMES = {"abl": "Lampung O", "ind": "Bahasa Indonesia", "eng": "English"}
 ALIASES = {"lo": "abl", "lampung": "abl", "nyo": "abl", "id": "ind", "indonesian": "ind", "en": "eng",
            "english": "eng"}
 DIRECTIONS = ("abl-ind", "ind-abl", "abl-eng", "eng-abl", "ind-eng", "eng-ind")
+MAX_DECODE_WORDS = 40
 _SPEAKER = re.compile(r"(?:^|\s)([A-Z][\w'-]*):\s")
 
 
@@ -271,6 +272,10 @@ class Translator:
     def learned(self, norm: str, src: str, tgt: str, nbest: int = 3) -> Result:
         system, direction = self._system(src, tgt)
         words = norm.split()
+        if len(words) > MAX_DECODE_WORDS:  # a long unpunctuated text: decode it in windows
+            parts = [self.learned(" ".join(words[k : k + MAX_DECODE_WORDS]), src, tgt, nbest=1)
+                     for k in range(0, len(words), MAX_DECODE_WORDS)]
+            return combine([(p.source, p) for p in parts], norm, direction)
         decoded = system.models[direction].translate(words, self.lms[tgt], nbest=nbest)
         best = decoded[0]
         return Result(" ".join(best.words), "learned", confidence(best, len(words)), norm, direction,
