@@ -88,3 +88,39 @@ def test_a_server_without_model_or_data_fields(tiny_data, monkeypatch):
     client = client_for(types.SimpleNamespace())
     out = client.post("/v1/translate", json={"texts": ["zwqxyl"], "source": "abl", "target": "ind"}).json()
     assert out["translations"][0]["stage"] == "learned"
+
+
+def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
+    """With sigerlm-serving installed: the routes mount in its app, behind its checks, and the
+    model fallback goes through its ``app_state.generate``."""
+    pytest.importorskip("sigerlm_serving")
+    import torch
+    from sigerlm.model.config import SigerConfig
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.testing import add_plugin
+    from sigerlm_serving.app import create_app
+    from sigerlm_serving.settings import ServeSettings
+    from sigerlm_text import hooks as text_hooks
+    from sigerlm_text.model import SigerLM
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
+    tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino"] * 20, vocab_size=300,
+                             min_frequency=1)
+    torch.manual_seed(0)
+    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    pm = make_plugin_manager(load="none")
+    add_plugin(pm, text_hooks, "text")
+    add_plugin(pm, hooks, "lampung")
+    settings = ServeSettings(model_dir=str(tmp_path / "model"), db=str(tmp_path / "serving.db"))
+    with TestClient(create_app(settings, pm)) as client:
+        response = client.post("/v1/translate", json={"texts": ["Kuyuk ino mak sihat", "zwqxyl"], "direction": "abl-ind"})
+        assert response.status_code == 200, response.text
+        out = response.json()["translations"]
+        assert out[0] == {"text": "Anjing itu tidak sehat", "stage": "learned", "confidence": out[0]["confidence"],
+                          "unknown": []}
+        assert out[1]["stage"] in {"model", "learned"} and out[1]["text"]  # the server's model answered, or not
+        gloss = client.post("/v1/lampung/gloss", json={"text": "kuyuk"})
+        assert gloss.status_code == 200 and gloss.json()["words"][0]["readings"][0]["translation"] == "anjing"
+        bad = client.post("/v1/translate", json={"texts": ["x"], "source": "fr"})
+        assert bad.status_code == 422
