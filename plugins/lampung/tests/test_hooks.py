@@ -67,3 +67,25 @@ def test_loads_without_the_serving_plugin(plugin_manager):
     add_plugin(plugin_manager, hooks, "lampung")
     plugin_manager.check_pending()
     assert plugin_manager.hook.register_routes.spec is None  # nobody declared it, and that is fine
+
+
+def test_a_manifest_trains_on_lampung_parallel(plugin_manager, run_manifest, tiny_data):
+    pytest.importorskip("tiktoken")
+    from sigerlm_text import hooks as text_hooks
+
+    add_plugin(plugin_manager, text_hooks, "text")
+    add_plugin(plugin_manager, hooks, "lampung")
+    data = {"use": "lampung-parallel", "data_dir": str(tiny_data), "tokenizer": "tiktoken", "seq_len": 48,
+            "batch_size": 4}
+    manifest = {
+        "siger": 1, "name": "lampung-parallel", "plugins": ["text", "lampung"], "seed": 0,
+        "model": {"profile": "tiny", "config": {"max_seq_len": 64}, "adapter": {"use": "text", "vocab_size": 100300}},
+        "data": {"train": {**data, "directions": ["abl-ind", "ind-abl"]}, "valid": {**data, "split": "valid"}},
+        "steps": [{"use": "train", "max_steps": 2, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2}],
+    }
+    results = run_manifest(manifest)
+    step = results.results["steps"][0]["results"]
+    assert step["steps"] == 2 and step["valid_loss"] > 0
+    bad = {**manifest, "data": {"train": {**data, "split": "test"}}}
+    with pytest.raises(Exception, match="split"):
+        run_manifest(bad)
