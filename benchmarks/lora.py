@@ -4,7 +4,9 @@ Both tune the ``small`` SigerLM (d_model 256, 8 layers, d_state 16, vocab 32000 
 parameters) on the same random batches with AdamW: ``full`` trains every parameter, ``lora``
 trains rank-``r`` adapters on in_proj, out_proj, x_proj and dt_proj with the base frozen.
 Each mode runs in its own process (peak RSS is per process), alternating, ``--rounds`` times;
-the report gives medians and the ratios lora / full. Run alone:
+the report gives medians and the ratios lora / full: step time, peak RSS (glibc malloc), and,
+free of allocator effects, the bytes autograd saves for backward and the trainable state
+(gradients and AdamW's moments). Run alone:
 
     python benchmarks/lora.py --threads 2 --out docs/benchmarks/lora.json
 """
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 def rss_mb() -> float:
@@ -60,8 +66,25 @@ def job(spec: dict) -> dict:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tokens = spec["batch"] * spec["seq_len"]
+    # exact accounting, free of allocator effects: what autograd keeps for backward, and the
+    # trainable state (gradients + AdamW's two moments)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(ids[:, :-1], labels=ids[:, 1:]).loss
+    del loss
+    moments = sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+                  if torch.is_tensor(t) and t.ndim > 0)
     return {"step_ms": 1000 * statistics.median(times), "tokens_per_s": tokens / statistics.median(times),
-            "peak_rss_mb": peak, "training_mb": peak - base_rss, "trainable": trainable, "parameters": total}
+            "peak_rss_mb": peak, "training_mb": peak - base_rss, "saved_activations_mb": sum(saved.values()) / 2**20,
+            "trainable_state_mb": (moments + 4 * trainable) / 2**20, "trainable": trainable, "parameters": total}
 
 
 def main() -> None:
@@ -74,6 +97,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="the tiny profile, a few steps: checks that it runs")
+    parser.add_argument("--jemalloc", action="store_true", help=f"preload {JEMALLOC} in the measurements")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -82,13 +106,18 @@ def main() -> None:
         return
     if args.quick:
         args.batch, args.seq_len, args.steps, args.warmup, args.rounds = 2, 32, 2, 1, 1
+    env = dict(os.environ)
+    if args.jemalloc:
+        if not Path(JEMALLOC).exists():
+            sys.exit(f"--jemalloc: {JEMALLOC} not found (apt-get install libjemalloc2)")
+        env["LD_PRELOAD"] = JEMALLOC
     runs: dict[str, list[dict]] = {"full": [], "lora": []}
     for _ in range(args.rounds):
         for mode in runs:  # alternate, so drifting machine load hits both alike
             spec = {"mode": mode, "threads": args.threads, "batch": args.batch, "seq_len": args.seq_len,
                     "rank": args.rank, "steps": args.steps, "warmup": args.warmup, "quick": args.quick,
                     "vocab": 512 if args.quick else 32000}
-            proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
             runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -99,14 +128,20 @@ def main() -> None:
         "step_time_lora_over_full": summary["lora"]["step_ms"] / summary["full"]["step_ms"],
         "peak_rss_lora_over_full": summary["lora"]["peak_rss_mb"] / summary["full"]["peak_rss_mb"],
         "training_memory_lora_over_full": summary["lora"]["training_mb"] / max(summary["full"]["training_mb"], 1e-9),
+        "saved_activations_lora_over_full": summary["lora"]["saved_activations_mb"] / summary["full"]["saved_activations_mb"],
+        "trainable_state_lora_over_full": summary["lora"]["trainable_state_mb"] / summary["full"]["trainable_state_mb"],
         "trainable_fraction": summary["lora"]["trainable"] / summary["lora"]["parameters"],
     }
-    report = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "job")}, "results": summary,
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "job")}
+    settings["allocator"] = "jemalloc" if args.jemalloc else "glibc"
+    report = {"settings": settings, "results": summary,
               "ratios": ratios, "rounds": runs}
-    print(f"{'mode':6} {'step ms':>9} {'tok/s':>8} {'peak RSS MB':>12} {'training MB':>12} {'trainable':>12}")
+    print(f"{'mode':6} {'step ms':>9} {'tok/s':>8} {'peak RSS MB':>12} {'training MB':>12} {'saved act MB':>13} "
+          f"{'grad+adam MB':>13} {'trainable':>12}")
     for mode, row in summary.items():
         print(f"{mode:6} {row['step_ms']:9.1f} {row['tokens_per_s']:8.0f} {row['peak_rss_mb']:12.0f} "
-              f"{row['training_mb']:12.0f} {int(row['trainable']):12,d}")
+              f"{row['training_mb']:12.0f} {row['saved_activations_mb']:13.1f} {row['trainable_state_mb']:13.1f} "
+              f"{int(row['trainable']):12,d}")
     print("lora / full: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -41,3 +41,18 @@ def test_tokenization_benchmark_runs():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| SigerLM BPE | 2000 |" in proc.stdout and "| tiktoken cl100k_base |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_lora_benchmark_quick(tmp_path):
+    out = tmp_path / "lora.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lora.py"), "--quick", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    full, lora = report["results"]["full"], report["results"]["lora"]
+    assert lora["trainable"] < full["trainable"] == full["parameters"]
+    assert lora["trainable_state_mb"] < full["trainable_state_mb"]
+    assert 0 < report["ratios"]["trainable_fraction"] < 1

@@ -106,8 +106,9 @@ class LoraLinear(nn.Linear):
         out = F.linear(x, self.weight, self.bias)
         name = self.active
         if name is not None and name in self.lora_A:
-            low = F.linear(self.lora_dropout[name](x), self.lora_A[name])
-            out = out + F.linear(low, self.lora_B[name]) * self.scaling[name]
+            # scale the rank-r tensor, not the full-width one: no extra (.., out) temporaries
+            low = F.linear(self.lora_dropout[name](x), self.lora_A[name]) * self.scaling[name]
+            out = out + F.linear(low, self.lora_B[name])
         return out
 
     def delta(self, name: str) -> Tensor:
