@@ -77,7 +77,10 @@ def translate(
             _fail(f"--from and --to are both {src}")
         if model_dir is not None and not model_dir.is_dir():
             _fail(f"--model {model_dir}: not a model folder")
-        lines = [" ".join(text)] if text else [line.rstrip("\n") for line in sys.stdin]
+        try:
+            lines = [" ".join(text)] if text else [line.rstrip("\r\n") for line in sys.stdin]
+        except UnicodeDecodeError as exc:
+            _fail(f"standard input is not UTF-8 text ({exc.reason} at byte {exc.start})")
         generate = model_generate(model_dir) if model_dir is not None else None
         translator = get_translator(data_dir, meizano, generate, fallback_below)
         for line in lines:
