@@ -58,6 +58,8 @@ def test_bad_arguments_are_named(shared, tmp_path):
     assert out.exit_code == 2 and "both ind" in out.output
     out = runner.invoke(app, ["translate", "--model", str(tmp_path / "nope"), "nyak"])
     assert out.exit_code == 2 and "not a model folder" in out.output
+    out = runner.invoke(app, ["translate", "--adapter", str(tmp_path), "nyak"])
+    assert out.exit_code == 2 and "--adapter needs --model" in out.output
     out = runner.invoke(app, ["eval", "--folds", "1"])
     assert out.exit_code == 2 and "--folds" in out.output
 

@@ -26,7 +26,8 @@ def state(tiny_data):
         calls.append((prompt, sampling))
         return "jawaban model"
 
-    return types.SimpleNamespace(data_dir=tiny_data, model=object(), generate=generate, calls=calls)
+    return types.SimpleNamespace(data_dir=tiny_data, model=object(), generate=generate, calls=calls,
+                                 adapters=["lampung"])
 
 
 def test_translate_a_batch_in_order(state):
@@ -46,6 +47,11 @@ def test_translate_a_batch_in_order(state):
     # without the model
     response = client.post("/v1/translate", json={"texts": ["zwqxyl qwrtpz"], "use_model": False})
     assert response.json()["translations"][0]["stage"] == "learned"
+    # with one of the server's LoRA adapters on the model
+    response = client.post("/v1/translate", json={"texts": ["zwqxyl qwrtpz"], "adapter": "lampung"})
+    assert response.status_code == 200 and state.calls[-1][1]["adapter"] == "lampung"
+    missing = client.post("/v1/translate", json={"texts": ["zwqxyl"], "adapter": "nope"})
+    assert missing.status_code == 422 and "adapter 'nope' is not loaded" in missing.text
 
 
 def test_english_through_indonesian_and_aliases(state):

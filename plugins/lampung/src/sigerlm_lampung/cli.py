@@ -57,6 +57,8 @@ def translate(
     tgt: Annotated[str, typer.Option("--to", help="Target language: abl, ind or eng.")] = "ind",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line: translation, stage, confidence, unknown words.")] = False,
     model_dir: Annotated[Path | None, typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")] = None,
+    adapter: Annotated[Path | None, typer.Option(
+        "--adapter", help="A LoRA adapter folder to put on the --model (needs sigerlm-lora).")] = None,
     fallback_below: Annotated[float, typer.Option("--fallback-below", help="Ask the model below this confidence.")] = 0.5,
     meizano: Annotated[Path | None, typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")] = None,
     data_dir: DataDir = None,
@@ -81,7 +83,9 @@ def translate(
             lines = [" ".join(text)] if text else [line.rstrip("\r\n") for line in sys.stdin]
         except UnicodeDecodeError as exc:
             _fail(f"standard input is not UTF-8 text ({exc.reason} at byte {exc.start})")
-        generate = model_generate(model_dir) if model_dir is not None else None
+        if adapter is not None and model_dir is None:
+            _fail("--adapter needs --model (the base the adapter was trained on)")
+        generate = model_generate(model_dir, adapter=adapter) if model_dir is not None else None
         translator = get_translator(data_dir, meizano, generate, fallback_below)
         for line in lines:
             if not line.strip():

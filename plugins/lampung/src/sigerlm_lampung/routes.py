@@ -34,6 +34,7 @@ def add_routes(router: Any, app_state: Any) -> None:
         source: str = Field("abl", description="abl (Lampung O), ind or eng (aliases lo, id, en).")
         target: str = Field("ind")
         use_model: bool = Field(True, description="Let the model answer low-confidence texts (when the server has one).")
+        adapter: str | None = Field(None, description="A LoRA adapter the server loaded, for the model's answers.")
 
     class GlossRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -50,13 +51,30 @@ def add_routes(router: Any, app_state: Any) -> None:
             if "translator" not in cache:
                 from sigerlm_lampung.service import get_translator
 
-                generate = getattr(app_state, "generate", None)
-                fallback = None
-                if callable(generate) and getattr(app_state, "model", None) is not None:
-                    def fallback(prompt: str) -> str:
-                        return generate(prompt, max_new_tokens=64, temperature=0.0, stop=["\n"])
-                cache["translator"] = get_translator(getattr(app_state, "data_dir", None), generate=fallback)
+                cache["translator"] = get_translator(getattr(app_state, "data_dir", None))
             return cache["translator"]
+
+    def with_model(base: Any, adapter: str | None) -> Any:
+        """The shared tables with the server's model as the fallback (``adapter`` on it)."""
+        from sigerlm_lampung.translator import Translator
+
+        generate = getattr(app_state, "generate", None)
+        if not callable(generate) or getattr(app_state, "model", None) is None:
+            if adapter is not None:
+                raise HTTPException(status_code=422, detail="this server has no model to put an adapter on")
+            return base
+        if adapter is not None and adapter not in (getattr(app_state, "adapters", None) or []):
+            raise HTTPException(status_code=422, detail=f"adapter '{adapter}' is not loaded on this server")
+        sampling = {"max_new_tokens": 64, "temperature": 0.0, "stop": ["\n"]}
+        if adapter is not None:
+            sampling["adapter"] = adapter
+
+        def fallback(prompt: str) -> str:
+            return generate(prompt, **sampling)
+
+        translator = Translator(base.systems, base.lms, fallback, base.fallback_below, extend=base.extend)
+        translator._fuzzy_keys = base._fuzzy_keys  # shared, like the tables
+        return translator
 
     def languages(source: str, target: str) -> tuple[str, str]:
         try:
@@ -74,7 +92,8 @@ def add_routes(router: Any, app_state: Any) -> None:
         if too_long:
             raise HTTPException(status_code=422, detail=f"texts {too_long[:5]} are longer than {MAX_CHARS} characters")
         try:
-            results = translator().translate_batch(request.texts, src, tgt, allow_model=request.use_model)
+            t = with_model(translator(), request.adapter) if request.use_model else translator()
+            results = t.translate_batch(request.texts, src, tgt, allow_model=request.use_model)
         except SigerError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
         return {

@@ -118,13 +118,22 @@ def get_router(data_dir: str | Path | None = None) -> Any:
     return _cached("router", data_dir, build)
 
 
-def model_generate(model_dir: str | Path, max_new_tokens: int = 64) -> Callable[[str], str]:
-    """A ``generate(prompt) -> str`` over a SigerLM model folder (base or LoRA-merged), for the fallback."""
+def model_generate(model_dir: str | Path, max_new_tokens: int = 64, adapter: str | Path | None = None
+                   ) -> Callable[[str], str]:
+    """A ``generate(prompt) -> str`` over a SigerLM model folder (a base, or a LoRA-merged one),
+    optionally with a LoRA adapter folder on top (needs sigerlm-lora), for the fallback."""
+    from sigerlm.errors import SigerError
     from sigerlm.runtime import TorchRuntime
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
 
     model = SigerLM.from_pretrained(model_dir)
+    if adapter is not None:
+        try:
+            from sigerlm_lora import load_adapter
+        except ImportError as exc:
+            raise SigerError("--adapter needs the LoRA plugin: pip install sigerlm-lora") from exc
+        load_adapter(model, adapter)
     return generator_generate(Generator(TorchRuntime(model), model.tokenizer),
                               GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]))
 
