@@ -41,10 +41,11 @@ def tiny_data(tmp_path_factory):
     valid = {4, 10, 11, 12, 13}  # one template with English, four rajotuho sentences
     write_pairs(root / "lampung" / "splits" / "train.jsonl", [r for i, r in enumerate(rows) if i not in valid])
     write_pairs(root / "lampung" / "splits" / "valid.jsonl", [r for i, r in enumerate(rows) if i in valid])
+    # made-up rows in the dictionary's schema (the real one is GPL-3.0 and is only read from its path)
     write_pairs(root / "lampung" / "sources" / "meizano_lampung_dictionary.jsonl", [
-        {"indonesian": "besar", "lampung": "balak", "dialect": "", "source": "meizano_lampung"},
-        {"indonesian": "bapak", "lampung": "mang", "dialect": "nyo", "source": "meizano_lampung"},
-        {"indonesian": "bapak", "lampung": "abah", "dialect": "api", "source": "meizano_lampung"},
+        {"indonesian": "ujian", "lampung": "ujiyan", "dialect": "", "source": "meizano_lampung"},
+        {"indonesian": "contoh", "lampung": "contoheu", "dialect": "nyo", "source": "meizano_lampung"},
+        {"indonesian": "contoh", "lampung": "contohan", "dialect": "api", "source": "meizano_lampung"},
     ])
     return root
 

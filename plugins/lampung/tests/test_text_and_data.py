@@ -45,13 +45,14 @@ def test_shared_splits_load_clean_and_deduplicated():
 
 def test_meizano_is_read_from_its_path_with_dialects(tmp_path):
     path = tmp_path / "dict.jsonl"
+    # made-up rows in the dictionary's schema and with its kinds of noise
     path.write_text("\n".join(json.dumps(r) for r in [
-        {"indonesian": "benalu", "lampung": "kayou nuppang", "dialect": "nyo"},
-        {"indonesian": "bait", "lampung": "waja.wajo (rumah)", "dialect": ""},
+        {"indonesian": "contoh", "lampung": "conto heu", "dialect": "nyo"},
+        {"indonesian": "Uji", "lampung": "ujei.ujo (coba)", "dialect": ""},
     ]) + "\n")
     entries = d.read_meizano(path)
     assert [(e.indonesian, e.lampung, e.dialect) for e in entries] == [
-        ("benalu", "kayou nuppang", "nyo"), ("bait", "waja", ""), ("bait", "wajo", "")]
+        ("contoh", "conto heu", "nyo"), ("uji", "ujei", ""), ("uji", "ujo", "")]
     with pytest.raises(SigerError, match="meizano dictionary not found"):
         d.read_meizano(tmp_path / "missing.jsonl")
     path.write_text("{broken\n")
