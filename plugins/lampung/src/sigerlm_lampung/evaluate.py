@@ -108,8 +108,18 @@ def summarize(items: Sequence[Item]) -> dict[str, Any]:
                         share=round(100 * len(group) / len(rows), 2))
             for stage, group in _groups(rows, "stage").items()
         }
+        block["by_confidence"] = {
+            name: dict(scores([i.hypothesis for i in group], [i.reference for i in group]),
+                       share=round(100 * len(group) / len(rows), 2))
+            for name, low, high in CONFIDENCE_BINS
+            if (group := [i for i in rows if low <= i.confidence < high])
+        }
         out[direction] = block
     return out
+
+
+#: Confidence bins of the calibration table: does a higher confidence mean a better answer?
+CONFIDENCE_BINS = (("<0.5", 0.0, 0.5), ("0.5-0.7", 0.5, 0.7), ("0.7-0.9", 0.7, 0.9), (">=0.9", 0.9, 1.01))
 
 
 def _groups(rows: Sequence[Item], attr: str) -> dict[str, list[Item]]:
@@ -258,6 +268,11 @@ def markdown(report: dict[str, Any]) -> str:
     for direction, block in report["results"].items():
         for stage, s in block["by_stage"].items():
             lines.append(f"| {direction} | {stage} | {s['share']} | {s['n']} | {s['exact']} | {s['bleu']} | {s['chrf++']} |")
+    lines += ["", "By confidence (does the confidence say how good an answer is?):", "",
+              "| direction | confidence | share % | n | exact % | chrF++ |", "|---|---|---:|---:|---:|---:|"]
+    for direction, block in report["results"].items():
+        for name, s in block.get("by_confidence", {}).items():
+            lines.append(f"| {direction} | {name} | {s['share']} | {s['n']} | {s['exact']} | {s['chrf++']} |")
     if report.get("templates_exact"):
         shown = ", ".join(f"{d} {v}%" for d, v in report["templates_exact"].items())
         lines += ["", f"Template sentences translated exactly: {shown}."]
