@@ -30,15 +30,13 @@ from sigerlm.errors import SigerError
 from sigerlm_lampung.data import DictEntry, Pair
 from sigerlm_lampung.learned import PhraseModel, confidence
 from sigerlm_lampung.lm import MixedLM, NgramLM
-from sigerlm_lampung.text import alternatives, normalize, restore_surface, tokenize
+from sigerlm_lampung.text import alternatives, first_alternatives, normalize, restore_surface, strip_glosses, tokenize
 
 log = logging.getLogger("sigerlm.lampung")
 
 LANGS = ("abl", "ind", "eng")
-LANG_NAMES = {"abl": "Lampung O", "ind": "Bahasa Indonesia", "eng": "English"}
 ALIASES = {"lo": "abl", "lampung": "abl", "nyo": "abl", "id": "ind", "indonesian": "ind", "en": "eng",
            "english": "eng"}
-DIRECTIONS = ("abl-ind", "ind-abl", "abl-eng", "eng-abl", "ind-eng", "eng-ind")
 MAX_DECODE_WORDS = 40
 _SPEAKER = re.compile(r"(?:^|\s)([A-Z][\w'-]*):\s")
 
@@ -125,7 +123,9 @@ def collect(pairs: Iterable[Pair], a: str, b: str, meizano: Sequence[DictEntry] 
             if len(sb.split()) <= 3 and len(sa.split()) <= 2:
                 data.dictionary.append((sa, sb, 1.0))
             continue
-        raw = {"abl": pair.lampung, "ind": pair.indonesian, "eng": pair.english}
+        # the raw sides (cut into turns by their speaker labels), first alternatives, no glosses
+        raw = {lang: first_alternatives(strip_glosses(text))
+               for lang, text in (("abl", pair.lampung), ("ind", pair.indonesian), ("eng", pair.english))}
         for ta, tb in split_turns(raw[a], raw[b]):
             wa, wb = tokenize(ta), tokenize(tb)
             if wa and wb and len(wa) <= 60 and len(wb) <= 60:
