@@ -129,7 +129,9 @@ def gloss(
 def format_gloss(rows: list[dict]) -> str:
     lines = []
     for row in rows:
-        readings = "; ".join(f"{r['translation']} ({r['from']}, p={r['p']})" for r in row["readings"])
+        readings = "; ".join(
+            f"{r['translation']} ({r['from']}, p={r['p']}" + (f", t={r['alignment']}" if r.get("alignment") else "") + ")"
+            for r in row["readings"])
         lines.append(f"{row['word']}: {readings}")
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import threading
 from collections import Counter, defaultdict
@@ -345,7 +346,10 @@ class Translator:
 
     # ------------------------------------------------------------------ gloss
     def gloss(self, text: str, src: str = "abl", tgt: str = "ind") -> list[dict[str, Any]]:
-        """Word-by-word gloss: each word's readings with where they come from (the ``/reason`` view)."""
+        """Word-by-word gloss: each word's readings with where they come from (the ``/reason`` view).
+
+        A phrase-table reading carries ``p`` = p(translation | word) and ``alignment`` = the
+        word-alignment probability t(translation | word) learned by EM (0 for phrases)."""
         src, tgt = lang_code(src), lang_code(tgt)
         system, direction = self._system(src, tgt)
         model = system.models[direction]
@@ -353,7 +357,8 @@ class Translator:
         for word in tokenize(text):
             readings = []
             for t, lp, _ in model.table.get(word, [])[:3]:
-                readings.append({"translation": t, "p": round(2.718281828 ** lp, 3), "from": "phrase table"})
+                readings.append({"translation": t, "p": round(math.exp(lp), 3), "from": "phrase table",
+                                 "alignment": round(model.lexicon.get(word, {}).get(t, 0.0), 3)})
             if not readings:
                 for opt in model.word_options(word)[:3]:
                     readings.append({"translation": " ".join(opt.target), "p": round(opt.prob, 3),
