@@ -124,9 +124,11 @@ def collect(pairs: Iterable[Pair], a: str, b: str, meizano: Sequence[DictEntry] 
             if len(sb.split()) <= 3 and len(sa.split()) <= 2:
                 data.dictionary.append((sa, sb, 1.0))
             continue
-        # the raw sides (cut into turns by their speaker labels), first alternatives, no glosses
-        raw = {lang: first_alternatives(strip_glosses(text))
-               for lang, text in (("abl", pair.lampung), ("ind", pair.indonesian), ("eng", pair.english))}
+        # the raw sides (cut into turns by their speaker labels) read as Pair.lo / .id / .en are:
+        # Lampung and Indonesian with their first slash alternative and no glosses; English as
+        # written ("he/she" is the templates' English for the one Lampung "yo")
+        raw = {"abl": first_alternatives(strip_glosses(pair.lampung)),
+               "ind": first_alternatives(strip_glosses(pair.indonesian)), "eng": pair.english}
         for ta, tb in split_turns(raw[a], raw[b]):
             wa, wb = tokenize(ta), tokenize(tb)
             if wa and wb and len(wa) <= 60 and len(wb) <= 60:
