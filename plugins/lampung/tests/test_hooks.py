@@ -89,3 +89,39 @@ def test_a_manifest_trains_on_lampung_parallel(plugin_manager, run_manifest, tin
     bad = {**manifest, "data": {"train": {**data, "split": "test"}}}
     with pytest.raises(Exception, match="split"):
         run_manifest(bad)
+
+
+def test_auto_on_routes_every_message_of_a_real_chat_session(monkeypatch, translator):
+    import torch
+    from sigerlm.model.config import SigerConfig
+    from sigerlm.runtime import TorchRuntime
+    from sigerlm_text.chat_session import ChatSession
+    from sigerlm_text.generation import GenerationConfig, Generator
+    from sigerlm_text.model import SigerLM
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    from sigerlm_lampung import chat, service
+    from sigerlm_lampung.router import LanguageId, Router
+    from sigerlm_lampung.translator import Translator
+
+    monkeypatch.setattr(service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms,
+                                                                           kw.get("generate")))
+    model = LanguageId().fit(["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"],
+                             ["abl", "ind", "eng"])
+    monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
+    tok = BPETokenizer.train(["halo apa kabar", "nyak haga mengan"] * 20, vocab_size=300, min_frequency=1)
+    torch.manual_seed(0)
+    lm = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
+    session = ChatSession(Generator(TorchRuntime(lm), tok), config=GenerationConfig(max_new_tokens=3))
+
+    assert chat.auto(session, "on").startswith("(automatic routing on")
+    reply = session.send("nyak haga mengan punyeu")
+    assert reply.startswith("(lampung_to_id) ") and "makan ikan" in reply
+    assert session.history[-2:] == [{"role": "user", "content": "nyak haga mengan punyeu"},
+                                    {"role": "assistant", "content": reply}]
+    session.send("saya mau makan apa")  # Indonesian chat: the model answers
+    assert session.history[-1]["role"] == "assistant" and not session.history[-1]["content"].startswith("(")
+    assert chat.auto(session, "off").startswith("(automatic routing off")
+    session.send("nyak haga mengan punyeu")
+    assert not session.history[-1]["content"].startswith("(lampung_to_id)")  # the model again
+    assert chat.auto(None, "on") == "(automatic routing needs a chat session)"

@@ -3,7 +3,9 @@
 - ``/lo-id TEXT``, ``/id-lo TEXT``, ``/lo-en TEXT``, ``/en-lo TEXT``: translate, with stage and confidence;
 - ``/reason TEXT``: a word-by-word gloss with the source of every reading;
 - ``/chat TEXT``: send TEXT to the model as an ordinary message;
-- ``/auto TEXT``: route TEXT (language + intent) and answer it: a translation, or the model.
+- ``/auto on`` / ``/auto off``: route every following plain message (``siger chat`` sends plain
+  messages to the model and has no hook for them, so this command switches the session's
+  ``stream`` to one that routes first); ``/auto TEXT``: route TEXT once.
 
 The translator and router are built on first use and shared (``service``). The model
 fallback for low-confidence translations uses the chat session's own generator.
@@ -78,17 +80,50 @@ def chat(session: Any, arg: str) -> str | None:
     return session.send(arg)
 
 
-def auto(session: Any, arg: str) -> str | None:
-    """Route a message: a translation request or Lampung input is translated, the rest goes to the model."""
+def routed_reply(session: Any, message: str) -> str | None:
+    """A translation when the router finds a translation request or Lampung input, else None."""
     from sigerlm_lampung.service import get_router
 
-    if not arg.strip():
-        return "usage: /auto MESSAGE"
-    route = get_router().route(arg)
-    if route.intent in INTENT_DIRECTIONS:
-        src, tgt = INTENT_DIRECTIONS[route.intent]
-        return f"({route.intent}) " + translate_reply(session, route.text, src, tgt)
-    return chat(session, arg)
+    route = get_router().route(message)
+    if route.intent not in INTENT_DIRECTIONS:
+        return None
+    src, tgt = INTENT_DIRECTIONS[route.intent]
+    return f"({route.intent}) " + translate_reply(session, route.text, src, tgt)
+
+
+def auto(session: Any, arg: str) -> str | None:
+    """``/auto on``: route every following plain message (a translation request or Lampung input
+    is translated, the rest goes to the model); ``/auto off``: back to the model alone;
+    ``/auto MESSAGE``: route one message."""
+    command = arg.strip().lower()
+    if not command:
+        return "usage: /auto on | /auto off | /auto MESSAGE"
+    if command in ("on", "off"):
+        if session is None or not hasattr(session, "stream"):
+            return "(automatic routing needs a chat session)"
+        if command == "off":
+            session.__dict__.pop("stream", None)  # the session's own stream again
+            return "(automatic routing off: messages go to the model)"
+        session.stream = _routing_stream(session)
+        return "(automatic routing on: Lampung text and translation requests are translated)"
+    return routed_reply(session, arg) or chat(session, arg)
+
+
+def _routing_stream(session: Any) -> Any:
+    """A ``stream(message)`` for the session that answers translations itself and lets the
+    session's own ``stream`` (the model) answer the rest. Translations join the history, so
+    the conversation stays whole."""
+    model_stream = type(session).stream.__get__(session)
+
+    def stream(message: str) -> Any:
+        reply = routed_reply(session, message)
+        if reply is None:
+            yield from model_stream(message)
+            return
+        session.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+        yield reply
+
+    return stream
 
 
 def register_all(register: Any) -> None:
@@ -96,4 +131,4 @@ def register_all(register: Any) -> None:
         register(name, make_translate(src, tgt), text)
     register("/reason", reason, "/reason TEXT: word-by-word gloss with sources, and the translation")
     register("/chat", chat, "/chat TEXT: talk to the model (no translation)")
-    register("/auto", auto, "/auto TEXT: route by language and intent (translate or chat)")
+    register("/auto", auto, "/auto on|off: translate Lampung text and translation requests automatically; /auto TEXT: once")
