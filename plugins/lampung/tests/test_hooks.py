@@ -95,14 +95,13 @@ def test_auto_on_routes_every_message_of_a_real_chat_session(monkeypatch, transl
     import torch
     from sigerlm.model.config import SigerConfig
     from sigerlm.runtime import TorchRuntime
+    from sigerlm_lampung import chat, service
+    from sigerlm_lampung.router import LanguageId, Router
+    from sigerlm_lampung.translator import Translator
     from sigerlm_text.chat_session import ChatSession
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
-
-    from sigerlm_lampung import chat, service
-    from sigerlm_lampung.router import LanguageId, Router
-    from sigerlm_lampung.translator import Translator
 
     monkeypatch.setattr(service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms,
                                                                            kw.get("generate")))
