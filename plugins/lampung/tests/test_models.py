@@ -104,3 +104,15 @@ def test_a_phrase_model_translates_unseen_combinations():
     assert ind_lo.translate(["anjing", "itu", "tidak", "makan", "ikan"], lm_lo)[0].words == ["kuyuk", "ino", "mak", "mengan", "punyeu"]
     copied = lo_ind.translate(["kuyuk", "xyzzy"], lm_ind)[0]
     assert copied.words == ["anjing", "xyzzy"] and copied.unknown == ["xyzzy"]
+
+
+@pytest.mark.parametrize("beam", [1, 2, 24])
+def test_the_decoder_always_finishes(beam):
+    counts, forward, _ = PhraseModel.count_phrases(split(PAIRS))
+    lo_ind = PhraseModel.from_counts("abl", "ind", counts, forward.table())
+    lm = NgramLM.fit([b for _, b in PAIRS])
+    words = "yo mak mengan punyeu ino zz sanak nyak mengan nasi qq ino".split() * 3
+    best = lo_ind.translate(words, lm, beam=beam)
+    assert best and len(best[0].words) >= len(words) - 3
+    covered = sorted(k for i, j, _ in best[0].spans for k in range(i, j))
+    assert covered == list(range(len(words)))  # every source word translated exactly once

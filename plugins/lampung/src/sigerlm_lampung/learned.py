@@ -231,6 +231,12 @@ class PhraseModel:
                     mask = ((1 << (j - i)) - 1) << i
                     if covered & mask:
                         continue
+                    new_covered = covered | mask
+                    if new_covered != full:
+                        # no dead ends: the first gap left behind must stay within reach
+                        gap = next(g for g in range(n) if not new_covered >> g & 1)
+                        if abs(gap - j) > max_jump:
+                            continue
                     for opt in opts:
                         new_target = list(target)
                         lm_score = 0.0
@@ -239,11 +245,12 @@ class PhraseModel:
                             new_target.append(word)
                         new_score = (score + opt.score + w["lm"] * lm_score + w["wp"] * len(opt.target)
                                      + w["distortion"] * abs(i - last))
-                        new_covered = covered | mask
                         key = (new_covered, j, tuple(new_target[-2:]))
                         stack = stacks[new_covered.bit_count()]
                         if key not in stack or stack[key][0] < new_score:
                             stack[key] = (new_score, new_target, spans + [(i, j, opt)])
+        if not finals and max_jump > 0:  # cannot happen with the reach check; monotone never dead-ends
+            return self.translate(words, lm, beam, 0, nbest)
         finals.sort(key=lambda d: -d.score)
         return finals[:nbest]
 
