@@ -111,7 +111,7 @@ def test_the_decoder_always_finishes(beam):
     counts, forward, _ = PhraseModel.count_phrases(split(PAIRS))
     lo_ind = PhraseModel.from_counts("abl", "ind", counts, forward.table())
     lm = NgramLM.fit([b for _, b in PAIRS])
-    words = "yo mak mengan punyeu ino zz sanak nyak mengan nasi qq ino".split() * 3
+    words = ["yo", "mak", "mengan", "punyeu", "ino", "zz", "sanak", "nyak", "mengan", "nasi", "qq", "ino"] * 3
     best = lo_ind.translate(words, lm, beam=beam)
     assert best and len(best[0].words) >= len(words) - 3
     covered = sorted(k for i, j, _ in best[0].spans for k in range(i, j))
