@@ -91,14 +91,15 @@ def test_a_manifest_trains_on_lampung_parallel(plugin_manager, run_manifest, tin
         run_manifest(bad)
 
 
-def test_auto_on_routes_every_message_of_a_real_chat_session(monkeypatch, translator):
+def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypatch, translator, plugin_manager):
     import torch
     from sigerlm.model.config import SigerConfig
     from sigerlm.runtime import TorchRuntime
     from sigerlm_lampung import chat, service
     from sigerlm_lampung.router import LanguageId, Router
     from sigerlm_lampung.translator import Translator
-    from sigerlm_text.chat_session import ChatSession
+    from sigerlm_text import hooks as text_hooks
+    from sigerlm_text.chat_session import ChatSession, collect_router
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
@@ -112,15 +113,20 @@ def test_auto_on_routes_every_message_of_a_real_chat_session(monkeypatch, transl
     torch.manual_seed(0)
     lm = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
     session = ChatSession(Generator(TorchRuntime(lm), tok), config=GenerationConfig(max_new_tokens=3))
+    add_plugin(plugin_manager, text_hooks, "text")
+    add_plugin(plugin_manager, hooks, "lampung")
+    session.router = collect_router(plugin_manager)  # what siger chat does: routing is on by default
 
-    assert chat.auto(session, "on").startswith("(automatic routing on")
     reply = session.send("nyak haga mengan punyeu")
     assert reply.startswith("(lampung_to_id) ") and "makan ikan" in reply
     assert session.history[-2:] == [{"role": "user", "content": "nyak haga mengan punyeu"},
                                     {"role": "assistant", "content": reply}]
     session.send("saya mau makan apa")  # Indonesian chat: the model answers
     assert session.history[-1]["role"] == "assistant" and not session.history[-1]["content"].startswith("(")
+    assert not chat.chat(session, "nyak haga mengan punyeu").startswith("(lampung_to_id)")  # /chat: the model
     assert chat.auto(session, "off").startswith("(automatic routing off")
     session.send("nyak haga mengan punyeu")
     assert not session.history[-1]["content"].startswith("(lampung_to_id)")  # the model again
+    assert chat.auto(session, "on").startswith("(automatic routing on")
+    assert session.send("nyak haga mengan punyeu").startswith("(lampung_to_id)")
     assert chat.auto(None, "on") == "(automatic routing needs a chat session)"

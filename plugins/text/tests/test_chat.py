@@ -56,6 +56,29 @@ def test_plugins_add_chat_commands(plugin_manager):
     assert commands["/lo-id"][0](None, "Nyak haga") == "translated: Nyak haga"
 
 
+def test_plugins_answer_plain_messages_before_the_model(plugin_manager):
+    from sigerlm_text.chat_session import collect_router
+
+    class Translator:
+        @hookimpl(optionalhook=True)
+        def route_chat_message(self, session, message):
+            return f"translated: {message[1:]}" if message.startswith("!") else None
+
+    add_plugin(plugin_manager, hooks, "text")
+    assert collect_router(plugin_manager) is None  # no plugin routes: the model answers everything
+    add_plugin(plugin_manager, Translator(), "translator-test")
+    s, _ = session(config=GenerationConfig(max_new_tokens=3))
+    s.router = collect_router(plugin_manager)
+    assert s.send("!nyak haga") == "translated: nyak haga"
+    assert s.history == [{"role": "user", "content": "!nyak haga"}, {"role": "assistant", "content": "translated: nyak haga"}]
+    model_reply = s.send("halo")  # not the router's: the model answers, after the routed turn
+    assert not model_reply.startswith("translated") and s.history[-2] == {"role": "user", "content": "halo"}
+    assert s.prompt_ids()[: len(s.builder.build(s.history[:2], open_assistant=False))] == s.builder.build(
+        s.history[:2], open_assistant=False)  # the routed turn is part of the conversation
+    s.routing = False
+    assert not s.send("!nyak").startswith("translated")
+
+
 def test_siger_chat_with_piped_input(tmp_path):
     _, model = session()
     model.save_pretrained(tmp_path / "m")

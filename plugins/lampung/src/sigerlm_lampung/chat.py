@@ -2,10 +2,10 @@
 
 - ``/lo-id TEXT``, ``/id-lo TEXT``, ``/lo-en TEXT``, ``/en-lo TEXT``: translate, with stage and confidence;
 - ``/reason TEXT``: a word-by-word gloss with the source of every reading;
-- ``/chat TEXT``: send TEXT to the model as an ordinary message;
-- ``/auto on`` / ``/auto off``: route every following plain message (``siger chat`` sends plain
-  messages to the model and has no hook for them, so this command switches the session's
-  ``stream`` to one that routes first); ``/auto TEXT``: route TEXT once.
+- ``/chat TEXT``: send TEXT to the model as an ordinary message (never translated);
+- ``/auto on`` / ``/auto off``: switch the automatic routing of plain messages (on by default:
+  sigerlm-text's ``route_chat_message`` hook, ``route_message`` here, translates Lampung input
+  and translation requests and leaves the rest to the model); ``/auto TEXT``: route TEXT once.
 
 The translator and router are built on first use and shared (``service``). The model
 fallback for low-confidence translations uses the chat session's own generator.
@@ -77,7 +77,8 @@ def chat(session: Any, arg: str) -> str | None:
         return "usage: /chat MESSAGE"
     if session is None:
         return NO_MODEL
-    return session.send(arg)
+    model_stream = getattr(session, "model_stream", None)  # past the router: the model itself
+    return "".join(model_stream(arg)) if model_stream is not None else session.send(arg)
 
 
 def routed_reply(session: Any, message: str) -> str | None:
@@ -99,31 +100,19 @@ def auto(session: Any, arg: str) -> str | None:
     if not command:
         return "usage: /auto on | /auto off | /auto MESSAGE"
     if command in ("on", "off"):
-        if session is None or not hasattr(session, "stream"):
+        if session is None or not hasattr(session, "routing"):
             return "(automatic routing needs a chat session)"
+        session.routing = command == "on"
         if command == "off":
-            session.__dict__.pop("stream", None)  # the session's own stream again
             return "(automatic routing off: messages go to the model)"
-        session.stream = _routing_stream(session)
         return "(automatic routing on: Lampung text and translation requests are translated)"
     return routed_reply(session, arg) or chat(session, arg)
 
 
-def _routing_stream(session: Any) -> Any:
-    """A ``stream(message)`` for the session that answers translations itself and lets the
-    session's own ``stream`` (the model) answer the rest. Translations join the history, so
-    the conversation stays whole."""
-    model_stream = type(session).stream.__get__(session)
-
-    def stream(message: str) -> Any:
-        reply = routed_reply(session, message)
-        if reply is None:
-            yield from model_stream(message)
-            return
-        session.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
-        yield reply
-
-    return stream
+def route_message(session: Any, message: str) -> str | None:
+    """sigerlm-text's ``route_chat_message``: a translation for Lampung input and translation
+    requests; None (the model answers) for everything else."""
+    return routed_reply(session, message)
 
 
 def register_all(register: Any) -> None:

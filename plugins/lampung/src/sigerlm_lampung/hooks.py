@@ -56,6 +56,15 @@ def register_chat_commands(register):
 
 
 @hookimpl(optionalhook=True)
+def route_chat_message(session, message):
+    """``siger chat`` routes plain messages here first: Lampung input and translation requests
+    are translated; anything else returns None and goes to the model."""
+    from sigerlm_lampung.chat import route_message
+
+    return route_message(session, message)
+
+
+@hookimpl(optionalhook=True)
 def register_routes(router, app_state):
     from sigerlm_lampung.routes import add_routes
 

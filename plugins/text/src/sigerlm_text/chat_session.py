@@ -38,6 +38,10 @@ class ChatSession:
     max_context_tokens: int = 2048
     history: list[dict[str, str]] = field(default_factory=list)
     dropped_turns: int = 0
+    #: ``router(session, message) -> reply | None``: answers plain messages before the model
+    #: (plugins' ``route_chat_message``); ``routing`` switches it off and on
+    router: Callable[[ChatSession, str], str | None] | None = None
+    routing: bool = True
 
     def __post_init__(self) -> None:
         self.builder = PromptBuilder(self.generator.tokenizer)
@@ -55,6 +59,16 @@ class ChatSession:
         return ids
 
     def stream(self, message: str) -> Iterator[str]:
+        if self.router is not None and self.routing:
+            reply = self.router(self, message)
+            if reply is not None:
+                self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+                yield reply
+                return
+        yield from self.model_stream(message)
+
+    def model_stream(self, message: str) -> Iterator[str]:
+        """The model's reply, whatever the router would say."""
         self.history.append({"role": "user", "content": message})
         parts: list[str] = []
         for delta in self.generator.stream_ids(self.prompt_ids(), self.config):
@@ -91,6 +105,18 @@ def builtin_commands() -> dict[str, tuple[Handler, str]]:
         "/system": (system, "/system TEXT: set the system prompt (and start over)"),
         "/temp": (temp, "/temp VALUE: sampling temperature (0 = greedy)"),
     }
+
+
+def collect_router(plugin_manager: Any) -> Callable[[ChatSession, str], str | None] | None:
+    """The plugins' ``route_chat_message`` as a session's router (None when no plugin has one)."""
+    hook = getattr(getattr(plugin_manager, "hook", None), "route_chat_message", None)
+    if hook is None or not hook.get_hookimpls():
+        return None
+
+    def route(session: ChatSession, message: str) -> str | None:
+        return hook(session=session, message=message)
+
+    return route
 
 
 def collect_commands(plugin_manager: Any) -> dict[str, tuple[Handler, str]]:

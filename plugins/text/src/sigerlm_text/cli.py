@@ -144,7 +144,7 @@ def chat_command(
     from sigerlm.plugins import make_plugin_manager
     from sigerlm.runtime import TorchRuntime
 
-    from sigerlm_text.chat_session import ChatSession, collect_commands
+    from sigerlm_text.chat_session import ChatSession, collect_commands, collect_router
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
 
@@ -152,7 +152,9 @@ def chat_command(
                                     repetition_penalty=repetition_penalty, seed=seed)
     model = SigerLM.from_pretrained(model_dir)
     session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system, config, max_context_tokens)
-    commands = collect_commands(make_plugin_manager())
+    pm = make_plugin_manager()
+    commands = collect_commands(pm)
+    session.router = collect_router(pm)  # plugins may answer plain messages (Lampung translation)
     interactive = sys.stdin.isatty()
     if interactive:
         typer.echo(f"{model.identity} chat. /help for commands, /exit to leave.")

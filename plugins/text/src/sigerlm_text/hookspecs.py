@@ -15,3 +15,13 @@ class ChatSpecs:
 
         .. versionadded:: 0.1
         """
+
+    @hookspec(firstresult=True)
+    def route_chat_message(self, session: Any, message: str) -> str | None:
+        """Answer a plain (non-command) chat message instead of the model: return the reply,
+        which joins the conversation's history, or None to leave the message to the next
+        plugin and finally the model. The first non-None reply wins. ``session.routing`` is
+        False while the user has switched routing off. Added by sigerlm-text.
+
+        .. versionadded:: 0.1
+        """
