@@ -88,6 +88,9 @@ def test_low_confidence_asks_the_model_with_hints(translator):
     assert t.translate("Nyak haga mengan nasi", "abl", "ind").stage == "exact"  # confident: no model
     assert len(prompts) == 1
 
+    t.generate = lambda prompt: "Zwqxyl qwrtpz MENGAN."  # the source copied back is no translation
+    assert t.translate("zwqxyl qwrtpz mengan", "abl", "ind").stage == "learned"
+
     def broken(prompt):
         raise RuntimeError("model gone")
 

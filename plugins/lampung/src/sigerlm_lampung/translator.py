@@ -341,8 +341,8 @@ class Translator:
             log.warning("model fallback failed (%s); keeping the %s answer", exc, hint.stage)
             return hint
         answer_text = normalize(answer[0]) if answer else ""
-        if not answer_text:
-            return hint
+        if not answer_text or answer_text == normalize(text):
+            return hint  # nothing, or the source copied back: not a translation
         return Result(answer_text, "model", round(max(0.3, hint.confidence), 4), hint.source, hint.direction,
                       unknown=hint.unknown, candidates=[hint.text] + hint.candidates)
 
