@@ -156,12 +156,20 @@ def _add_plugin_commands(app: typer.Typer, pm: SigerPluginManager) -> None:
 
 
 def _setup_logging() -> None:
-    from rich.logging import RichHandler
-
+    """Rich, columned log lines on a terminal; plain one-line records when stderr is a pipe or
+    a file (a log line is never wrapped where programs and people grep it)."""
     logger = logging.getLogger("sigerlm")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=_console(), show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+    if not any(getattr(h, "_siger_cli", False) for h in logger.handlers):
+        handler: logging.Handler
+        if sys.stderr.isatty():
+            from rich.logging import RichHandler
+
+            handler = RichHandler(console=_console(), show_path=False, markup=False)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler._siger_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
