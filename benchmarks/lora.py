@@ -16,22 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(Path(__file__).parent))
+from backbone import JEMALLOC, peak_mb, rss_mb  # noqa: E402
 
 
 def job(spec: dict) -> dict:
@@ -64,7 +56,7 @@ def job(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if step >= spec["warmup"]:
             times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mb()
     tokens = spec["batch"] * spec["seq_len"]
     # exact accounting, free of allocator effects: what autograd keeps for backward, and the
     # trainable state (gradients + AdamW's two moments)

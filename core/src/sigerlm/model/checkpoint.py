@@ -13,7 +13,7 @@ with ``norm_type=layernorm``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,14 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: cannot read weights: {exc}") from None
 
 
-def load_state(module: nn.Module, tensors: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
-    """Copy tensors into a module after checking names and shapes; the error lists each problem."""
+def load_state(
+    module: nn.Module, tensors: Mapping[str, Tensor], *, source: str = "checkpoint", only: Collection[str] | None = None
+) -> None:
+    """Copy tensors into a module after checking names and shapes; the error lists each problem.
+    ``only``: the module's tensors the source holds (the trainable part of a partly frozen model)."""
     expected = module.state_dict()
+    if only is not None:
+        expected = {name: value for name, value in expected.items() if name in only}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     mismatched = [

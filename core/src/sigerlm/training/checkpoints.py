@@ -129,21 +129,13 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict
     state = json.loads((path / "state.json").read_text())
     weights = load_file(str(path / "model.safetensors"))
     source = str(path / "model.safetensors")
-    if state.get("partial"):
-        # only the trainable tensors were saved: check them by name and shape, load them alone
-        trainable = trainable_names(model)
-        if set(weights) != trainable:
-            missing, unexpected = sorted(trainable - set(weights)), sorted(set(weights) - trainable)
-            raise CheckpointError(f"{source} holds the trainable tensors of another model "
-                                  f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in weights.items():
-                if tuple(value.shape) != tuple(params[name].shape):
-                    raise CheckpointError(f"{source}: '{name}' is {tuple(value.shape)}, the model's {tuple(params[name].shape)}")
-                params[name].copy_(value)
-    else:
-        load_state(model, weights, source=source)
+    only = trainable_names(model) if state.get("partial") else None  # the frozen rest came from init_from
+    try:
+        load_state(model, weights, source=source, only=only)
+    except CheckpointError as exc:
+        if only is None:
+            raise
+        raise CheckpointError(f"{source} holds the trainable tensors of another model: {exc}") from None
     tensors = load_file(str(path / "optimizer.safetensors"))
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():

@@ -16,7 +16,20 @@ BOS, EOS = "<s>", "</s>"
 DISCOUNT = 0.75
 
 
-class NgramLM:
+class _SentenceScore:
+    def logprob(self, history: Sequence[str], word: str) -> float:
+        raise NotImplementedError
+
+    def score(self, words: Sequence[str]) -> float:
+        """Log-probability of a whole sentence, ``</s>`` included."""
+        total, history = 0.0, []
+        for w in list(words) + [EOS]:
+            total += self.logprob(history, w)
+            history.append(w)
+        return total
+
+
+class NgramLM(_SentenceScore):
     def __init__(self, order: int = 3):
         self.order = order
         self.counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in range(order + 1)]
@@ -82,16 +95,9 @@ class NgramLM:
                 self._cache[key] = value
         return value
 
-    def score(self, words: Sequence[str]) -> float:
-        """Log-probability of a whole sentence, ``</s>`` included."""
-        total, history = 0.0, []
-        for w in list(words) + [EOS]:
-            total += self.logprob(history, w)
-            history.append(w)
-        return total
 
 
-class MixedLM:
+class MixedLM(_SentenceScore):
     """Linear interpolation of language models: ``p = sum(w_k p_k)``."""
 
     def __init__(self, models: Sequence[NgramLM], weights: Sequence[float]):
@@ -107,10 +113,3 @@ class MixedLM:
             if len(self._cache) < 2_000_000:
                 self._cache[key] = value
         return value
-
-    def score(self, words: Sequence[str]) -> float:
-        total, history = 0.0, []
-        for w in list(words) + [EOS]:
-            total += self.logprob(history, w)
-            history.append(w)
-        return total

@@ -9,6 +9,7 @@ and ``</thought>``, which become their special tokens.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,3 +83,19 @@ def instruction_to_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
         answer = f"<thought>{row['reasoning'].strip()}</thought>{answer}"
     messages = [{"role": "system", "content": row["system"].strip()}] if (row.get("system") or "").strip() else []
     return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def row_matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    """Whether each ``where`` field of the row equals its value (or one of a list of values)."""
+    return all(row.get(k) in (v if isinstance(v, list) else [v]) for k, v in where.items())
+
+
+def fill_template(template: Mapping[str, str], row: Mapping[str, Any]) -> dict[str, str] | None:
+    """The template's format strings (``"Translate: {lampung}"``) filled from the row's fields;
+    None when the row lacks a field the template names, or has it empty."""
+    names = {name for part in template.values() for _, name, _, _ in string.Formatter().parse(part or "") if name}
+    values = {n: row.get(n) for n in names}
+    if any(not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip()) for v in values.values()):
+        return None
+    fields = {n: str(v).strip() for n, v in values.items()}
+    return {k: (v or "").format_map(fields) for k, v in template.items()}

@@ -23,7 +23,6 @@ import itertools
 import json
 import logging
 import os
-import string
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 from sigerlm.errors import SigerError
 from sigerlm.io import atomic_directory, read_jsonl
-from sigerlm_text.chat import RowError, check_messages, instruction_to_messages, render
+from sigerlm_text.chat import RowError, check_messages, fill_template, instruction_to_messages, render, row_matches
 from sigerlm_text.tokenizers.base import TextTokenizer
 
 log = logging.getLogger("sigerlm.text")
@@ -265,26 +264,20 @@ class InstructionJsonl(_Conversations):
     def __init__(self, *args: Any, templates: list[dict[str, str]] | None = None,
                  where: dict[str, Any] | None = None, **kwargs: Any):
         self.templates = templates or []
-        self.where = {k: (v if isinstance(v, list) else [v]) for k, v in (where or {}).items()}
+        self.where = where or {}
         super().__init__(*args, **kwargs)
 
     def _messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
         return instruction_to_messages(row)
 
     def _conversations(self, row: dict[str, Any]) -> list[list[dict[str, str]]]:
-        if any(row.get(k) not in values for k, values in self.where.items()):
+        if not row_matches(row, self.where):
             return []
         if not self.templates:
             return [self._messages(row)]
-        out = []
-        for template in self.templates:
-            names = {name for part in template.values() for _, name, _, _ in string.Formatter().parse(part) if name}
-            values = {n: row.get(n) for n in names}
-            if any(not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip()) for v in values.values()):
-                continue  # this row has no such pair: the template does not apply
-            filled = {k: v.format_map({n: str(x).strip() for n, x in values.items()}) for k, v in template.items()}
-            out.append(self._messages({k: v for k, v in filled.items() if v or k in ("instruction", "output")}))
-        return out
+        # a template whose fields this row lacks (no English side, say) does not apply to it
+        filled = (fill_template(template, row) for template in self.templates)
+        return [self._messages(f) for f in filled if f is not None]
 
 
 class ChatJsonl(_Conversations):

@@ -12,30 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 from pathlib import Path
 from typing import Any
 
 from sigerlm.errors import SigerError
 
 log = logging.getLogger("sigerlm.text")
-
-
-def _fields(template: dict[str, str]) -> set[str]:
-    return {name for part in template.values() for _, name, _, _ in string.Formatter().parse(part or "") if name}
-
-
-def prompts_and_references(rows: list[dict[str, Any]], template: dict[str, str]) -> list[tuple[dict[str, str], str]]:
-    """``(filled template, reference)`` for every row with all the template's fields."""
-    out = []
-    names = _fields(template)
-    for row in rows:
-        values = {n: row.get(n) for n in names}
-        if any(not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip()) for v in values.values()):
-            continue
-        filled = {k: (v or "").format_map({n: str(x).strip() for n, x in values.items()}) for k, v in template.items()}
-        out.append((filled, filled["output"]))
-    return out
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
@@ -68,7 +50,7 @@ def eval_generation(run: Any, files: list[str], templates: list[Any], where: dic
 
     from sigerlm.io import atomic_write, read_jsonl
     from sigerlm.runtime import TorchRuntime
-    from sigerlm_text.chat import instruction_to_messages
+    from sigerlm_text.chat import fill_template, instruction_to_messages, row_matches
     from sigerlm_text.chat_session import PromptBuilder
     from sigerlm_text.datasets import expand
     from sigerlm_text.generation import GenerationConfig, Generator
@@ -77,13 +59,12 @@ def eval_generation(run: Any, files: list[str], templates: list[Any], where: dic
     if tokenizer is None:
         raise SigerError("eval-generation needs the run's tokenizer (a train-tokenizer step, or model.init_from "
                          "a text model folder)")
-    wanted = {k: (v if isinstance(v, list) else [v]) for k, v in where.items()}
     rows: list[dict[str, Any]] = []
     for file in expand(files, (".jsonl",)):
         for number, row, error in read_jsonl(file):
             if error is not None:
                 raise SigerError(f"{file}:{number}: {error}")
-            if isinstance(row, dict) and all(row.get(k) in v for k, v in wanted.items()):
+            if isinstance(row, dict) and row_matches(row, where):
                 rows.append(row)
     model = current_model(run)
     generator = Generator(TorchRuntime(model), tokenizer)
@@ -96,7 +77,7 @@ def eval_generation(run: Any, files: list[str], templates: list[Any], where: dic
     for index, template in enumerate(templates):
         spec = template.model_dump() if hasattr(template, "model_dump") else dict(template)
         label = spec.pop("name", "") or f"template{index}"
-        pairs = prompts_and_references(rows, spec)[:limit] if limit else prompts_and_references(rows, spec)
+        pairs = [(f, f["output"]) for f in (fill_template(spec, row) for row in rows) if f is not None][:limit]
         hyps: list[str] = []
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]

@@ -227,11 +227,10 @@ def prepare_run(run):
     model = run.manifest.model
     if model is None or model.init_from is None or "tokenizer" in run.state:
         return
-    import json
-    from pathlib import Path
+    from sigerlm.model.folder import read_config
 
-    folder = Path(model.init_from)
-    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    folder = model.init_from
+    _, meta = read_config(folder)  # torch-free; already checked when the manifest resolved
     if meta.get("tokenizer_hash"):
         from sigerlm_text.tokenizers.select import load_tokenizer
 
