@@ -28,8 +28,10 @@ def test_an_old_database_is_migrated(tmp_path):
     for statement in _statements(MIGRATIONS[0]):
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
-    db.execute("INSERT INTO intake (id, status, domain, risk, record, redactions, created) "
-               "VALUES ('old', 'candidate', 'general', 'normal', '{}', '{}', 0)")
+    db.execute(
+        "INSERT INTO intake (id, status, domain, risk, record, redactions, created) "
+        "VALUES ('old', 'candidate', 'general', 'normal', '{}', '{}', 0)"
+    )
     db.commit()
     db.close()
     store = Store(path)
@@ -52,8 +54,16 @@ def test_a_newer_database_is_refused(tmp_path):
 def test_deleting_a_session_removes_its_memory_from_the_index(tmp_path):
     store = Store(tmp_path / "s.db")
     sid = store.create_session()["id"]
-    store.add_memory(sid, "document", "tekwan soup", [("tekwan soup", 2)], title=None, trusted=False,
-                     original_tokens=2, stored_tokens=2)
+    store.add_memory(
+        sid,
+        "document",
+        "tekwan soup",
+        [("tekwan soup", 2)],
+        title=None,
+        trusted=False,
+        original_tokens=2,
+        stored_tokens=2,
+    )
     assert store.memory_chunks(sid, "tekwan", 5)
     store.delete_session(sid)
     assert store._db.execute("SELECT COUNT(*) FROM memory_fts WHERE memory_fts MATCH 'tekwan'").fetchone()[0] == 0
@@ -68,12 +78,18 @@ def test_a_restart_loses_nothing(make_client, tmp_path):
     client.post(f"/v1/chat/{sid}/memory/document", json={"text": "Pempek dari Palembang.", "title": "d"})
     client.post("/v1/feedback/rating", json={"rating": 1, "session_id": sid})
     rid = client.post("/v1/learning/intake", json={"instruction": "a", "output": "b", "consent": True}).json()["id"]
-    before = (client.get(f"/v1/sessions/{sid}").json(), client.get(f"/v1/chat/{sid}/memory").json(),
-              client.get("/v1/learning/stats").json())
+    before = (
+        client.get(f"/v1/sessions/{sid}").json(),
+        client.get(f"/v1/chat/{sid}/memory").json(),
+        client.get("/v1/learning/stats").json(),
+    )
     client.__exit__(None, None, None)  # shuts the app down: scheduler and store close
     again = make_client(db=db)
-    after = (again.get(f"/v1/sessions/{sid}").json(), again.get(f"/v1/chat/{sid}/memory").json(),
-             again.get("/v1/learning/stats").json())
+    after = (
+        again.get(f"/v1/sessions/{sid}").json(),
+        again.get(f"/v1/chat/{sid}/memory").json(),
+        again.get("/v1/learning/stats").json(),
+    )
     assert after == before
     assert again.app.state.siger.store.get_intake(rid)["status"] == "candidate"
     assert [f["kind"] for f in again.app.state.siger.store.feedback()] == ["rating"]
@@ -81,8 +97,9 @@ def test_a_restart_loses_nothing(make_client, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_burst_of_intake_writes_loses_no_acknowledged_record(endless_model_dir, tmp_path,
-                                                                               start_server):
+def test_sigkill_during_a_burst_of_intake_writes_loses_no_acknowledged_record(
+    endless_model_dir, tmp_path, start_server
+):
     db = tmp_path / "burst.db"
     server = start_server(endless_model_dir, db, log=tmp_path / "server.log")
     acknowledged, lock, stop = [], threading.Lock(), threading.Event()
@@ -93,8 +110,9 @@ def test_sigkill_during_a_burst_of_intake_writes_loses_no_acknowledged_record(en
             while not stop.is_set():
                 i += 1
                 try:
-                    r = http.post("/v1/learning/intake", json={"instruction": f"w{n} record {i}", "output": "ok",
-                                                              "consent": True})
+                    r = http.post(
+                        "/v1/learning/intake", json={"instruction": f"w{n} record {i}", "output": "ok", "consent": True}
+                    )
                 except httpx.HTTPError:
                     return  # the server is gone
                 if r.status_code == 201:
@@ -122,19 +140,48 @@ def test_sigkill_during_a_burst_of_intake_writes_loses_no_acknowledged_record(en
 
 def test_export_intake_writes_approved_records_as_instruction_jsonl(make_client, tmp_path):
     db = tmp_path / "export.db"
-    client = make_client(db=db)
-    ids = [r["id"] for r in client.post("/v1/learning/intake/batch", json={"records": [
-        {"instruction": "Terjemahkan: tabik pun", "output": "Salam hormat", "consent": True, "system": "S"},
-        {"instruction": "Email saya sari@example.com", "input": "x", "output": "ok", "consent": True},
-        {"instruction": "not approved", "output": "no", "consent": True}]}).json()["results"]]
-    client.post("/v1/learning/approval", json={"ids": ids[:2], "decision": "approve", "reviewer": "r"})
+    client = make_client(db=db, reviewer_keys=["rev"])
+    ids = [
+        r["id"]
+        for r in client.post(
+            "/v1/learning/intake/batch",
+            json={
+                "records": [
+                    {"instruction": "Terjemahkan: tabik pun", "output": "Salam hormat", "consent": True, "system": "S"},
+                    {"instruction": "Email saya sari@example.com", "input": "x", "output": "ok", "consent": True},
+                    {"instruction": "not approved", "output": "no", "consent": True},
+                ]
+            },
+        ).json()["results"]
+    ]
+    client.post(
+        "/v1/learning/approval",
+        json={"ids": ids[:2], "decision": "approve", "reviewer": "r"},
+        headers={"X-Siger-API-Key": "rev"},
+    )
     out = tmp_path / "approved.jsonl"
-    done = subprocess.run([sys.executable, "-c", "from sigerlm.cli import main; main()", "serving", "export-intake",
-                           "--db", str(db), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from sigerlm.cli import main; main()",
+            "serving",
+            "export-intake",
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows == [{"instruction": "Terjemahkan: tabik pun", "output": "Salam hormat", "system": "S"},
-                    {"instruction": "Email saya [REDACTED_EMAIL]", "input": "x", "output": "ok"}]
+    assert rows == [
+        {"instruction": "Terjemahkan: tabik pun", "output": "Salam hormat", "system": "S"},
+        {"instruction": "Email saya [REDACTED_EMAIL]", "input": "x", "output": "ok"},
+    ]
     from sigerlm_text.chat import instruction_to_messages
 
     assert all(instruction_to_messages(r) for r in rows)  # the text plugin's instruction format

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
-LENIENT = ConfigDict(extra="ignore", allow_inf_nan=False)  # OpenAI clients send fields we do not use
+# strict: "yes" is not true, "3" is not 3 (a JSON integer is still a valid float)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+LENIENT = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)  # OpenAI clients send fields we do not use
 Text = Field(min_length=1, max_length=200_000)
+
+
+def _lone_surrogate(value: Any, depth: int = 0) -> bool:
+    """Whether a JSON value holds a string with a lone surrogate (``"\\ud800"``), which is no text."""
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value)
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k, depth + 1) or _lone_surrogate(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v, depth + 1) for v in value)
+    return False
 
 
 class Sampling(BaseModel):
@@ -33,8 +47,19 @@ class Sampling(BaseModel):
         return value
 
     def sampling(self) -> dict[str, Any]:
-        return self.model_dump(include={"max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-                                        "stop", "seed", "hide_thought"}, exclude_none=True)
+        return self.model_dump(
+            include={
+                "max_new_tokens",
+                "temperature",
+                "top_k",
+                "top_p",
+                "repetition_penalty",
+                "stop",
+                "seed",
+                "hide_thought",
+            },
+            exclude_none=True,
+        )
 
 
 class GenerateRequest(Sampling):
@@ -63,7 +88,7 @@ class GenerateResponse(BaseModel):
 
 class ChatResponse(GenerateResponse):
     session_id: str
-    message_id: int
+    message_id: int | None = Field(description="The reply's id (None only when the session was deleted meanwhile).")
 
 
 class SessionCreate(BaseModel):
@@ -218,15 +243,24 @@ class ApprovalResult(BaseModel):
 
 
 # -- OpenAI-compatible --------------------------------------------------------------------------
+class OAIContentPart(BaseModel):
+    model_config = LENIENT
+
+    type: str = Field(max_length=64)
+    text: str | None = Field(None, max_length=200_000)
+
+
 class OAIMessage(BaseModel):
     model_config = LENIENT
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: (
+        Annotated[str, Field(max_length=200_000)] | Annotated[list[OAIContentPart], Field(max_length=256)] | None
+    ) = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
@@ -250,6 +284,13 @@ class OAICommon(BaseModel):
     stream: bool = False
     stream_options: OAIStreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _lone_surrogate(data):
+            raise ValueError("the request holds a lone surrogate (such as \\ud800): text must be valid Unicode")
+        return data
 
     @field_validator("stop")
     @classmethod

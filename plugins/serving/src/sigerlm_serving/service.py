@@ -32,7 +32,6 @@ class AppState:
         from sigerlm.errors import SigerError
         from sigerlm.paths import data_dir
         from sigerlm.runtime import TorchRuntime
-
         from sigerlm_serving.scheduler import DecodeScheduler
         from sigerlm_serving.store import Store
 
@@ -50,8 +49,12 @@ class AppState:
         self.runtime = TorchRuntime(model, settings.threads)
         self.adapter_paths: dict[str, str] = {}
         self._load_adapters(settings.adapters)
-        self.scheduler = DecodeScheduler(self.runtime, self.tokenizer, settings.max_batch,
-                                         set_adapter=self._set_adapter if self.adapter_paths else None)
+        self.scheduler = DecodeScheduler(
+            self.runtime,
+            self.tokenizer,
+            settings.max_batch,
+            set_adapter=self._set_adapter if self.adapter_paths else None,
+        )
         self.store = Store(settings.db)
         try:
             self.data_dir: Path | None = data_dir()
@@ -97,9 +100,12 @@ class AppState:
         sampling = {k: v for k, v in sampling.items() if v is not None}
         sampling.setdefault("max_new_tokens", self.settings.default_max_new_tokens)
         if sampling["max_new_tokens"] > self.settings.max_new_tokens:
-            raise ApiError(422, "max_new_tokens_too_large",
-                           f"max_new_tokens is {sampling['max_new_tokens']}; this server allows at most "
-                           f"{self.settings.max_new_tokens}")
+            raise ApiError(
+                422,
+                "max_new_tokens_too_large",
+                f"max_new_tokens is {sampling['max_new_tokens']}; this server allows at most "
+                f"{self.settings.max_new_tokens}",
+            )
         try:
             return GenerationConfig.build(**sampling)
         except GenerationError as exc:
@@ -114,8 +120,11 @@ class AppState:
         if not ids:
             raise ApiError(422, "empty_prompt", "the prompt has no tokens")
         if len(ids) > self.settings.max_prompt_tokens:
-            raise ApiError(422, "prompt_too_long", f"the prompt has {len(ids)} tokens; this server allows at most "
-                           f"{self.settings.max_prompt_tokens}")
+            raise ApiError(
+                422,
+                "prompt_too_long",
+                f"the prompt has {len(ids)} tokens; this server allows at most {self.settings.max_prompt_tokens}",
+            )
 
     def generate(self, prompt: str, adapter: str | None = None, **sampling: Any) -> str:
         """Text continuing ``prompt`` (blocking; call from a worker thread, e.g. a sync route).
@@ -128,13 +137,27 @@ class AppState:
         return self.scheduler.run(ids, config, adapter)
 
     # -- limits ------------------------------------------------------------------------------------
+    @staticmethod
+    def request_key(request: Any) -> str:
+        """Whom a request counts against: its API key's id, or its client address without keys."""
+        return getattr(request.state, "siger_key", "anonymous")
+
+    def request_slot(self, request: Any) -> Any:
+        """``with app_state.request_slot(request): ...``: count work (a generation, a translation)
+        against the caller's limit of ``max_streams_per_key`` at once (429 past it)."""
+        return self.stream_slot(self.request_key(request))
+
     @contextmanager
     def stream_slot(self, key: str):
         """Count a running generation against its key; 429 past ``max_streams_per_key``."""
         with self._streams_lock:
             if self._streams[key] >= self.settings.max_streams_per_key:
-                raise ApiError(429, "too_many_streams", f"at most {self.settings.max_streams_per_key} "
-                               "concurrent generations per API key; wait for one to finish")
+                raise ApiError(
+                    429,
+                    "too_many_streams",
+                    f"at most {self.settings.max_streams_per_key} "
+                    "concurrent generations per API key; wait for one to finish",
+                )
             self._streams[key] += 1
         try:
             yield
@@ -160,14 +183,25 @@ class AppState:
         params = sum(p.numel() for p in self.model.parameters())
         s = self.settings
         return {
-            "model": self.identity, "parameters": params, "uptime_s": round(time.time() - self.started, 3),
+            "model": self.identity,
+            "parameters": params,
+            "uptime_s": round(time.time() - self.started, 3),
             "runtime": {"name": self.runtime.name, "threads": _threads(), "max_batch": s.max_batch},
-            "adapters": self.adapters, "lora_available": lora_available(), "plugins": plugins,
-            "scheduler": dict(self.scheduler.stats), "schema_version": self.store.schema_version,
-            "limits": {"max_body_bytes": s.max_body_bytes, "max_prompt_tokens": s.max_prompt_tokens,
-                       "max_new_tokens": s.max_new_tokens, "max_streams_per_key": s.max_streams_per_key,
-                       "max_context_tokens": s.max_context_tokens},
+            "adapters": self.adapters,
+            "lora_available": lora_available(),
+            "plugins": plugins,
+            "scheduler": dict(self.scheduler.stats),
+            "schema_version": self.store.schema_version,
+            "limits": {
+                "max_body_bytes": s.max_body_bytes,
+                "max_prompt_tokens": s.max_prompt_tokens,
+                "max_new_tokens": s.max_new_tokens,
+                "max_streams_per_key": s.max_streams_per_key,
+                "max_context_tokens": s.max_context_tokens,
+                "body_timeout_s": s.body_timeout_s,
+            },
             "auth": bool(s.api_keys),
+            "reviewers": bool(s.reviewer_keys),
         }
 
     def close(self) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sigerlm.errors import SigerError
+
 MIGRATIONS: list[str] = [
     # 1: the first schema
     """
@@ -69,45 +71,78 @@ MIGRATIONS: list[str] = [
     ALTER TABLE intake ADD COLUMN consent INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX feedback_by_session ON feedback(session_id);
     """,
+    # 3: who submitted and who decided an intake record (key ids, never keys); a reply names
+    # the message it answers, so a session's history lists each message with its reply
+    """
+    ALTER TABLE intake ADD COLUMN submitted_by TEXT;
+    ALTER TABLE intake ADD COLUMN decided_by TEXT;
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 INTAKE_STATUSES = ("candidate", "quarantine", "approved", "rejected")
 
 
-class StoreError(Exception):
-    pass
+class StoreError(SigerError):
+    """The database file cannot be used; the message names it and says why."""
 
 
 class Store:
     """Thread-safe access to one SQLite file (one connection, one lock per process)."""
 
-    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
+    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a database file")
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path} does not exist")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create its folder ({exc.strerror or exc})") from None
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreError(f"the database could not switch to WAL mode (it is in {mode} mode)")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._migrate(migrate_to)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            self._check_schema()  # before anything changes the file: it may be another program's
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path}: the database could not switch to WAL mode (it is in {mode} mode)")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate(migrate_to)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a usable SigerLM serving database ({exc})") from None
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- schema ------------------------------------------------------------------------------------
     @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    def _check_schema(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this server's "
+                f"{SCHEMA_VERSION}: upgrade sigerlm-serving"
+            )
+        if version == 0 and self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(f"{self.path} holds another program's tables, not a SigerLM serving database")
+
     def _migrate(self, target: int) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
             try:
                 version = self.schema_version
-                if version > SCHEMA_VERSION:
-                    raise StoreError(f"the database has schema version {version}, newer than this server's "
-                                     f"{SCHEMA_VERSION}: upgrade sigerlm-serving")
+                self._check_schema()
                 for number in range(version + 1, target + 1):
                     for statement in _statements(MIGRATIONS[number - 1]):
                         self._db.execute(statement)
@@ -139,9 +174,12 @@ class Store:
     # -- sessions ----------------------------------------------------------------------------------
     def create_session(self, system: str | None = None, adapter: str | None = None, title: str | None = None) -> dict:
         sid, now = uuid.uuid4().hex, time.time()
-        self._write(lambda db: db.execute(
-            "INSERT INTO sessions (id, created, updated, system, adapter, title) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, now, now, system, adapter, title)))
+        self._write(
+            lambda db: db.execute(
+                "INSERT INTO sessions (id, created, updated, system, adapter, title) VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, now, now, system, adapter, title),
+            )
+        )
         return self.get_session(sid)
 
     def get_session(self, sid: str) -> dict | None:
@@ -151,32 +189,63 @@ class Store:
     def delete_session(self, sid: str) -> bool:
         return self._write(lambda db: db.execute("DELETE FROM sessions WHERE id = ?", (sid,)).rowcount) > 0
 
-    def add_message(self, sid: str, role: str, content: str, finish_reason: str | None = None) -> int:
+    def add_message(
+        self, sid: str, role: str, content: str, finish_reason: str | None = None, reply_to: int | None = None
+    ) -> int:
+        """Store a message; a reply names the message it answers (``reply_to``)."""
+
         def write(db: sqlite3.Connection) -> int:
             now = time.time()
-            cursor = db.execute("INSERT INTO messages (session_id, role, content, created, finish_reason) "
-                                "VALUES (?, ?, ?, ?, ?)", (sid, role, content, now, finish_reason))
+            cursor = db.execute(
+                "INSERT INTO messages (session_id, role, content, created, finish_reason, reply_to) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, role, content, now, finish_reason, reply_to),
+            )
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, sid))
             return int(cursor.lastrowid)
 
         return self._write(write)
 
     def messages(self, sid: str) -> list[dict]:
-        return [dict(r) for r in self._read(
-            "SELECT id, role, content, created, finish_reason FROM messages WHERE session_id = ? ORDER BY id", (sid,))]
+        """A session's messages, each reply right after the message it answers."""
+        return [
+            dict(r)
+            for r in self._read(
+                "SELECT id, role, content, created, finish_reason FROM messages WHERE session_id = ? "
+                "ORDER BY COALESCE(reply_to, id), id",
+                (sid,),
+            )
+        ]
+
+    def message_session(self, mid: int) -> str | None:
+        """The session a message belongs to (None: no such message)."""
+        rows = self._read("SELECT session_id FROM messages WHERE id = ?", (mid,))
+        return rows[0]["session_id"] if rows else None
 
     # -- memory ------------------------------------------------------------------------------------
-    def add_memory(self, sid: str, kind: str, content: str, chunks: Sequence[tuple[str, int]], *, title: str | None,
-                   trusted: bool, original_tokens: int, stored_tokens: int) -> int:
+    def add_memory(
+        self,
+        sid: str,
+        kind: str,
+        content: str,
+        chunks: Sequence[tuple[str, int]],
+        *,
+        title: str | None,
+        trusted: bool,
+        original_tokens: int,
+        stored_tokens: int,
+    ) -> int:
         def write(db: sqlite3.Connection) -> int:
             now = time.time()
             item = db.execute(
                 "INSERT INTO memory_items (session_id, kind, title, trusted, content, original_tokens, stored_tokens, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (sid, kind, title, int(trusted), content, original_tokens, stored_tokens, now)).lastrowid
+                (sid, kind, title, int(trusted), content, original_tokens, stored_tokens, now),
+            ).lastrowid
             db.executemany(
-                "INSERT INTO memory_chunks (item_id, session_id, seq, content, tokens, created) VALUES (?, ?, ?, ?, ?, ?)",
-                [(item, sid, i, text, tokens, now) for i, (text, tokens) in enumerate(chunks)])
+                "INSERT INTO memory_chunks (item_id, session_id, seq, content, tokens, created) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: E501
+                [(item, sid, i, text, tokens, now) for i, (text, tokens) in enumerate(chunks)],
+            )
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, sid))
             return int(item)
 
@@ -186,35 +255,52 @@ class Store:
         rows = self._read(
             "SELECT m.id, m.kind, m.title, m.trusted, m.content, m.original_tokens, m.stored_tokens, m.created, "
             "(SELECT COUNT(*) FROM memory_chunks c WHERE c.item_id = m.id) AS chunks "
-            "FROM memory_items m WHERE m.session_id = ? ORDER BY m.id", (sid,))
+            "FROM memory_items m WHERE m.session_id = ? ORDER BY m.id",
+            (sid,),
+        )
         return [{**dict(r), "trusted": bool(r["trusted"])} for r in rows]
 
     def memory_chunks(self, sid: str, query: str | None, limit: int) -> list[dict]:
         """Chunks of a session: those matching ``query`` (FTS5, best first), then the newest."""
-        columns = ("c.id, c.item_id, c.seq, c.content, c.tokens, c.created, m.kind, m.title, m.trusted")
+        columns = "c.id, c.item_id, c.seq, c.content, c.tokens, c.created, m.kind, m.title, m.trusted"
         found: list[dict] = []
         match = fts_query(query or "")
         if match:
-            found = [dict(r) for r in self._read(
-                f"SELECT {columns}, bm25(memory_fts) AS score FROM memory_fts "
-                "JOIN memory_chunks c ON c.id = memory_fts.rowid JOIN memory_items m ON m.id = c.item_id "
-                "WHERE memory_fts MATCH ? AND c.session_id = ? ORDER BY score, c.id DESC LIMIT ?",
-                (match, sid, limit))]
+            found = [
+                dict(r)
+                for r in self._read(
+                    f"SELECT {columns}, bm25(memory_fts) AS score FROM memory_fts "
+                    "JOIN memory_chunks c ON c.id = memory_fts.rowid JOIN memory_items m ON m.id = c.item_id "
+                    "WHERE memory_fts MATCH ? AND c.session_id = ? ORDER BY score, c.id DESC LIMIT ?",
+                    (match, sid, limit),
+                )
+            ]
         seen = {r["id"] for r in found}
-        newest = [dict(r) for r in self._read(
-            f"SELECT {columns}, NULL AS score FROM memory_chunks c JOIN memory_items m ON m.id = c.item_id "
-            "WHERE c.session_id = ? ORDER BY c.id DESC LIMIT ?", (sid, limit))]
+        newest = [
+            dict(r)
+            for r in self._read(
+                f"SELECT {columns}, NULL AS score FROM memory_chunks c JOIN memory_items m ON m.id = c.item_id "
+                "WHERE c.session_id = ? ORDER BY c.id DESC LIMIT ?",
+                (sid, limit),
+            )
+        ]
         return found + [r for r in newest if r["id"] not in seen]
 
     # -- feedback ----------------------------------------------------------------------------------
     def add_feedback(self, kind: str, session_id: str | None, payload: dict) -> int:
-        return self._write(lambda db: int(db.execute(
-            "INSERT INTO feedback (kind, session_id, payload, created) VALUES (?, ?, ?, ?)",
-            (kind, session_id, json.dumps(payload, ensure_ascii=False), time.time())).lastrowid))
+        return self._write(
+            lambda db: int(
+                db.execute(
+                    "INSERT INTO feedback (kind, session_id, payload, created) VALUES (?, ?, ?, ?)",
+                    (kind, session_id, json.dumps(payload, ensure_ascii=False), time.time()),
+                ).lastrowid
+            )
+        )
 
     def feedback(self, kind: str | None = None) -> list[dict]:
-        rows = self._read("SELECT * FROM feedback" + (" WHERE kind = ?" if kind else "") + " ORDER BY id",
-                          (kind,) if kind else ())
+        rows = self._read(
+            "SELECT * FROM feedback" + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ()
+        )
         return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
     # -- learning intake ---------------------------------------------------------------------------
@@ -226,10 +312,21 @@ class Store:
             for r in records:
                 rid = uuid.uuid4().hex
                 db.execute(
-                    "INSERT INTO intake (id, status, domain, risk, record, redactions, source, created, consent) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, r["status"], r["domain"], r["risk"], json.dumps(r["record"], ensure_ascii=False),
-                     json.dumps(r["redactions"]), r.get("source"), now, int(r["consent"])))
+                    "INSERT INTO intake (id, status, domain, risk, record, redactions, source, created, consent, "
+                    "submitted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rid,
+                        r["status"],
+                        r["domain"],
+                        r["risk"],
+                        json.dumps(r["record"], ensure_ascii=False),
+                        json.dumps(r["redactions"]),
+                        r.get("source"),
+                        now,
+                        int(r["consent"]),
+                        r.get("submitted_by"),
+                    ),
+                )
                 ids.append(rid)
             return ids
 
@@ -239,33 +336,52 @@ class Store:
         rows = self._read("SELECT * FROM intake WHERE id = ?", (rid,))
         return _intake_row(rows[0]) if rows else None
 
-    def decide_intake(self, ids: Sequence[str], approve: bool, reviewer: str, note: str | None,
-                      allow_high_risk: bool) -> list[dict]:
+    def decide_intake(
+        self,
+        ids: Sequence[str],
+        approve: bool,
+        reviewer: str,
+        note: str | None,
+        allow_high_risk: bool,
+        decided_by: str = "local",
+    ) -> list[dict]:
         """Approve or reject records; a high-risk (quarantined) record is approved only with
-        ``allow_high_risk``. Returns one outcome per id."""
+        ``allow_high_risk``, and no record by the key that submitted it (``decided_by`` is the
+        reviewer's key id, or ``local`` for ``siger serving review``). One outcome per id."""
 
         def write(db: sqlite3.Connection) -> list[dict]:
             out, now = [], time.time()
             for rid in ids:
-                row = db.execute("SELECT status, risk FROM intake WHERE id = ?", (rid,)).fetchone()
+                row = db.execute("SELECT status, risk, submitted_by FROM intake WHERE id = ?", (rid,)).fetchone()
                 if row is None:
                     out.append({"id": rid, "ok": False, "code": "unknown_record"})
                     continue
+                if approve and row["submitted_by"] is not None and row["submitted_by"] == decided_by:
+                    out.append({"id": rid, "ok": False, "code": "self_approval", "status": row["status"]})
+                    continue
                 if approve and row["risk"] == "high" and not allow_high_risk:
-                    out.append({"id": rid, "ok": False, "code": "high_risk_needs_acknowledgement",
-                                "status": row["status"]})
+                    out.append(
+                        {"id": rid, "ok": False, "code": "high_risk_needs_acknowledgement", "status": row["status"]}
+                    )
                     continue
                 status = "approved" if approve else "rejected"
-                db.execute("UPDATE intake SET status = ?, decided = ?, reviewer = ?, note = ? WHERE id = ?",
-                           (status, now, reviewer, note, rid))
+                db.execute(
+                    "UPDATE intake SET status = ?, decided = ?, reviewer = ?, note = ?, decided_by = ? WHERE id = ?",
+                    (status, now, reviewer, note, decided_by, rid),
+                )
                 out.append({"id": rid, "ok": True, "status": status})
             return out
 
         return self._write(write)
 
     def intake_stats(self) -> dict:
-        stats: dict[str, Any] = {"total": 0, "by_status": dict.fromkeys(INTAKE_STATUSES, 0), "by_domain": {},
-                                 "high_risk": 0, "redactions": {}}
+        stats: dict[str, Any] = {
+            "total": 0,
+            "by_status": dict.fromkeys(INTAKE_STATUSES, 0),
+            "by_domain": {},
+            "high_risk": 0,
+            "redactions": {},
+        }
         for row in self._read("SELECT status, domain, risk, redactions FROM intake"):
             stats["total"] += 1
             stats["by_status"][row["status"]] = stats["by_status"].get(row["status"], 0) + 1
@@ -278,6 +394,11 @@ class Store:
     def intake_ids(self) -> set[str]:
         return {r["id"] for r in self._read("SELECT id FROM intake")}
 
+    def pending_intake(self) -> list[dict]:
+        """Records waiting for a decision (candidate and quarantine), oldest first."""
+        rows = self._read("SELECT * FROM intake WHERE status IN ('candidate', 'quarantine') ORDER BY created, rowid")
+        return [_intake_row(r) for r in rows]
+
     def approved_intake(self) -> Iterator[dict]:
         for row in self._read("SELECT * FROM intake WHERE status = 'approved' ORDER BY rowid"):
             yield _intake_row(row)
@@ -285,7 +406,11 @@ class Store:
 
 def _intake_row(row: sqlite3.Row) -> dict:
     d = dict(row)
-    d["record"], d["redactions"], d["consent"] = json.loads(d["record"]), json.loads(d["redactions"]), bool(d["consent"])
+    d["record"], d["redactions"], d["consent"] = (
+        json.loads(d["record"]),
+        json.loads(d["redactions"]),
+        bool(d["consent"]),
+    )
     return d
 
 

@@ -65,18 +65,69 @@ def sse(event: str | None, data: Any) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
 
 
+class SessionTurns:
+    """One chat turn at a time per session (within a server process): a turn holds its session
+    from reading the history until its reply is stored, so the history alternates user and
+    assistant however many requests arrive at once, and a reply cancelled by a client that
+    left is stored before that client's next message."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, list] = {}  # session id -> [asyncio.Lock, holders and waiters]
+
+    async def acquire(self, sid: str) -> Callable[[], None]:
+        """Wait for the session; returns ``release()``, callable once from any thread."""
+        entry = self._locks.setdefault(sid, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._drop(sid, entry)
+            raise
+        loop, owner, once = asyncio.get_running_loop(), threading.get_ident(), threading.Lock()
+
+        def on_loop() -> None:
+            entry[0].release()
+            self._drop(sid, entry)
+
+        def release() -> None:
+            if not once.acquire(blocking=False):
+                return  # released already
+            if threading.get_ident() == owner:
+                on_loop()
+            else:
+                try:
+                    loop.call_soon_threadsafe(on_loop)
+                except RuntimeError:  # the loop has closed: nobody waits any more
+                    pass
+
+        return release
+
+    def _drop(self, sid: str, entry: list) -> None:
+        entry[1] -= 1
+        if entry[1] <= 0 and self._locks.get(sid) is entry:
+            del self._locks[sid]
+
+
 class AsyncJob:
     """A scheduler job whose events arrive on an ``asyncio.Queue``. ``finalize(completion)``, if
     given, runs in a store thread when the job finishes (even if the client has gone) and its
-    result comes with the ``done`` event."""
+    result comes with the ``done`` event; ``on_error(message)`` runs there when it fails."""
 
-    def __init__(self, scheduler: Any, ids: list[int], config: Any, adapter: str | None,
-                 finalize: Callable[[Any], Any] | None = None, deltas: bool = True):
+    def __init__(
+        self,
+        scheduler: Any,
+        ids: list[int],
+        config: Any,
+        adapter: str | None,
+        finalize: Callable[[Any], Any] | None = None,
+        deltas: bool = True,
+        on_error: Callable[[str], Any] | None = None,
+    ):
         self.deltas = deltas  # False: only the outcome is wanted (no event per token)
         self.loop = asyncio.get_running_loop()
         self.mailbox = _mailbox(self.loop)
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.finalize = finalize
+        self.finalize, self.on_error = finalize, on_error
         self.job = scheduler.submit(ids, config, self._put, adapter)
 
     def _put(self, event: tuple[str, Any]) -> None:
@@ -85,6 +136,8 @@ class AsyncJob:
         if event[0] == "done":
             future: Future | None = _writer.submit(self.finalize, event[1]) if self.finalize else None
             event = ("done", (event[1], future))
+        elif event[0] == "error" and self.on_error is not None:
+            _writer.submit(self.on_error, event[1])
         self.mailbox.post(self.queue, event)
 
     def cancel(self) -> None:
@@ -141,8 +194,9 @@ class EventStream(StreamingResponse):
     failed, client disconnected, or never started)."""
 
     def __init__(self, content: Any, on_close: Callable[[], None]):
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         self._on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
