@@ -6,8 +6,9 @@ import types
 import pytest
 
 fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient
-from sigerlm_lampung import hooks
+from fastapi.testclient import TestClient  # noqa: E402 - only when fastapi is installed
+
+from sigerlm_lampung import hooks  # noqa: E402
 
 
 def client_for(app_state):
@@ -26,8 +27,9 @@ def state(tiny_data):
         calls.append((prompt, sampling))
         return "jawaban model"
 
-    return types.SimpleNamespace(data_dir=tiny_data, model=object(), generate=generate, calls=calls,
-                                 adapters=["lampung"])
+    return types.SimpleNamespace(
+        data_dir=tiny_data, model=object(), generate=generate, calls=calls, adapters=["lampung"]
+    )
 
 
 def test_translate_a_batch_in_order(state):
@@ -101,6 +103,7 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
     model fallback goes through its ``app_state.generate``."""
     pytest.importorskip("sigerlm_serving")
     import torch
+
     from sigerlm.model.config import SigerConfig
     from sigerlm.plugins import make_plugin_manager
     from sigerlm.testing import add_plugin
@@ -111,8 +114,9 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
-    tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino"] * 20, vocab_size=300,
-                             min_frequency=1)
+    tok = BPETokenizer.train(
+        ["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino"] * 20, vocab_size=300, min_frequency=1
+    )
     torch.manual_seed(0)
     SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
     pm = make_plugin_manager(load="none")
@@ -120,13 +124,117 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
     add_plugin(pm, hooks, "lampung")
     settings = ServeSettings(model_dir=str(tmp_path / "model"), db=str(tmp_path / "serving.db"))
     with TestClient(create_app(settings, pm)) as client:
-        response = client.post("/v1/translate", json={"texts": ["Kuyuk ino mak sihat", "zwqxyl"], "direction": "abl-ind"})
+        response = client.post(
+            "/v1/translate", json={"texts": ["Kuyuk ino mak sihat", "zwqxyl"], "direction": "abl-ind"}
+        )
         assert response.status_code == 200, response.text
         out = response.json()["translations"]
-        assert out[0] == {"text": "Anjing itu tidak sehat", "stage": "learned", "confidence": out[0]["confidence"],
-                          "unknown": []}
+        assert out[0] == {
+            "text": "Anjing itu tidak sehat",
+            "stage": "learned",
+            "confidence": out[0]["confidence"],
+            "unknown": [],
+        }
         assert out[1]["stage"] in {"model", "learned"} and out[1]["text"]  # the server's model answered, or not
         gloss = client.post("/v1/lampung/gloss", json={"text": "kuyuk"})
         assert gloss.status_code == 200 and gloss.json()["words"][0]["readings"][0]["translation"] == "anjing"
         bad = client.post("/v1/translate", json={"texts": ["x"], "source": "fr"})
         assert bad.status_code == 422
+
+
+def test_the_work_of_one_request_is_bounded(state):
+    from sigerlm_lampung.routes import MAX_CHARS, MAX_TEXTS, MAX_TOTAL_CHARS
+
+    client = client_for(state)
+    assert MAX_TOTAL_CHARS < MAX_TEXTS * MAX_CHARS  # the total is the bound, not texts x their own limit
+    texts = ["nyak haga mengan " * 230] * 3  # 3 x 3910 characters: each text fits, together they do not
+    r = client.post("/v1/translate", json={"texts": texts, "direction": "abl-ind", "use_model": False})
+    assert r.status_code == 422 and f"at most {MAX_TOTAL_CHARS}" in r.text
+    r = client.post("/v1/translate", json={"texts": ["nyak"] * (MAX_TEXTS + 1)})
+    assert r.status_code == 422
+    assert client.post("/v1/translate", json={"texts": ["nyak"], "use_model": "yes"}).status_code == 422
+
+
+def test_a_client_that_disconnects_stops_the_rest_of_its_translations(state, monkeypatch):
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from sigerlm_lampung.translator import Translator
+
+    done, real = [], Translator.translate
+
+    def slow(self, text, *args, **kwargs):
+        time.sleep(0.2)
+        done.append(text)
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate", slow)
+    app = fastapi.FastAPI()
+    router = fastapi.APIRouter()
+    hooks.register_routes(router=router, app_state=state)
+    app.include_router(router)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        body = {"texts": [f"nyak haga mengan {i}" for i in range(40)], "direction": "abl-ind", "use_model": False}
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up after about 2 translations
+            httpx.post(f"http://127.0.0.1:{port}/v1/translate", json=body, timeout=0.5)
+        previous = -1
+        while len(done) != previous:  # wait until the server has stopped translating
+            previous = len(done)
+            time.sleep(0.6)
+        assert len(done) < 10, f"{len(done)} of 40 texts translated after the client left"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_translations_count_against_the_servers_per_key_limit(tiny_data, tmp_path, monkeypatch):
+    pytest.importorskip("sigerlm_serving")
+    import torch
+
+    from sigerlm.model.config import SigerConfig
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.testing import add_plugin
+    from sigerlm_serving.app import create_app
+    from sigerlm_serving.service import key_id
+    from sigerlm_serving.settings import ServeSettings
+    from sigerlm_text import hooks as text_hooks
+    from sigerlm_text.model import SigerLM
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
+    tok = BPETokenizer.train(["Terjemahkan kuyuk ino"] * 20, vocab_size=300, min_frequency=1)
+    torch.manual_seed(0)
+    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    pm = make_plugin_manager(load="none")
+    add_plugin(pm, text_hooks, "text")
+    add_plugin(pm, hooks, "lampung")
+    settings = ServeSettings(
+        model_dir=str(tmp_path / "model"), db=str(tmp_path / "s.db"), api_keys=["k1", "k2"], max_streams_per_key=1
+    )
+    with TestClient(create_app(settings, pm)) as client:
+        body = {"texts": ["Kuyuk ino"], "direction": "abl-ind", "use_model": False}
+        with client.app.state.siger.stream_slot(key_id("k1")):  # one generation of k1 runs
+            busy = client.post("/v1/translate", json=body, headers={"X-Siger-API-Key": "k1"})
+            assert busy.status_code == 429 and busy.json()["error"]["code"] == "too_many_streams"
+            gloss = client.post("/v1/lampung/gloss", json={"text": "kuyuk"}, headers={"X-Siger-API-Key": "k1"})
+            assert gloss.status_code == 429
+            assert client.post("/v1/translate", json=body, headers={"X-Siger-API-Key": "k2"}).status_code == 200
+        assert client.post("/v1/translate", json=body, headers={"X-Siger-API-Key": "k1"}).status_code == 200
