@@ -73,8 +73,13 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         from sigerlm.model.config import SigerConfig
         from sigerlm.model.losses import linear_cross_entropy
 
-        config = SigerConfig(d_model=d, n_layers=n_layers, d_state=d_state, max_seq_len=max_len,
-                             scan="reference" if impl == "reference" else "fused")
+        config = SigerConfig(
+            d_model=d,
+            n_layers=n_layers,
+            d_state=d_state,
+            max_seq_len=max_len,
+            scan="reference" if impl == "reference" else "fused",
+        )
         from sigerlm.model import kernels
 
         kernels.load()  # compiled or loaded before the baseline memory is read
@@ -108,8 +113,9 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 return hidden @ self.embedding.weight.t(), state
 
             def matmul_params(self) -> int:
-                per_layer = sum(p.numel() for name, p in self.backbone.layers[0].named_parameters()
-                                if name.endswith("proj.weight"))
+                per_layer = sum(
+                    p.numel() for name, p in self.backbone.layers[0].named_parameters() if name.endswith("proj.weight")
+                )
                 return vocab * d + n_layers * per_layer
 
         return Siger()
@@ -123,7 +129,9 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 self.embedding = nn.Embedding(vocab, d)
                 nn.init.normal_(self.embedding.weight, std=0.02)
                 # dt_rank set explicitly to SigerLM's ceil(d/16), so the parameter counts match
-                self.config = MambaConfig(d_model=d, n_layers=n_layers, d_state=d_state, dt_rank=-(-d // 16), pscan=True)
+                self.config = MambaConfig(
+                    d_model=d, n_layers=n_layers, d_state=d_state, dt_rank=-(-d // 16), pscan=True
+                )
                 self.mamba = Mamba(self.config)
                 self.norm_f = nn.RMSNorm(d)
 
@@ -167,9 +175,20 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         per_layer = 12 * d * d + 13 * d
         fixed = vocab * d + max_len * d + 2 * d
         gpt_layers = max(1, round((target - fixed) / per_layer))
-        config = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=gpt_layers, n_head=max(1, d // 64), n_positions=max_len,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh",
-                            bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+        config = GPT2Config(
+            vocab_size=vocab,
+            n_embd=d,
+            n_layer=gpt_layers,
+            n_head=max(1, d // 64),
+            n_positions=max_len,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            activation_function="gelu_pytorch_tanh",
+            bos_token_id=0,
+            eos_token_id=0,
+            attn_implementation="sdpa",
+        )
 
         class GPT2(nn.Module):
             def __init__(self) -> None:
@@ -209,7 +228,9 @@ def state_bytes(state: Any) -> int:
     if isinstance(state, (list, tuple)):
         return sum(state_bytes(s) for s in state)
     if hasattr(state, "layers"):  # transformers' DynamicCache
-        return sum(state_bytes([getattr(layer, "keys", None), getattr(layer, "values", None)]) for layer in state.layers)
+        return sum(
+            state_bytes([getattr(layer, "keys", None), getattr(layer, "values", None)]) for layer in state.layers
+        )
     return 0
 
 
@@ -319,7 +340,9 @@ def available(impl: str) -> bool:
 
 
 def spawn(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -334,8 +357,13 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="*", type=int, default=[512, 2048])
     parser.add_argument("--contexts", nargs="*", type=int, default=[128, 2048, 8192])
     parser.add_argument("--tokens-per-step", type=int, default=4096)
-    parser.add_argument("--only", nargs="*", choices=["train", "prefill", "decode", "scan"],
-                        default=["train", "prefill", "decode", "scan"], help="sections to run")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=["train", "prefill", "decode", "scan"],
+        default=["train", "prefill", "decode", "scan"],
+        help="sections to run",
+    )
     parser.add_argument("--jemalloc", action="store_true", help=f"preload {JEMALLOC} in the measurements")
     parser.add_argument("--quick", action="store_true", help="a tiny shape, one round: checks the script works")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
@@ -358,24 +386,52 @@ def main() -> None:
         env["LD_PRELOAD"] = JEMALLOC
 
     # SigerLM's parameter count (at the longest length) sets the GPT-2's depth
-    probe = spawn({"kind": "prefill", "impl": "siger", "shape": shape, "max_len": 8, "length": 8, "steps": 1,
-                   "threads": args.threads}, env)
+    probe = spawn(
+        {
+            "kind": "prefill",
+            "impl": "siger",
+            "shape": shape,
+            "max_len": 8,
+            "length": 8,
+            "steps": 1,
+            "threads": args.threads,
+        },
+        env,
+    )
     shape["siger_params"] = probe["params"]
 
     jobs: list[tuple[str, dict[str, Any]]] = [("matmul", {"kind": "matmul", "n": 2048 if not args.quick else 256})]
-    scan_shape = {"batch": max(1, args.tokens_per_step // max(args.lengths)), "length": max(args.lengths),
-                  "d_inner": 2 * shape["d_model"], "d_state": shape["d_state"]}
+    scan_shape = {
+        "batch": max(1, args.tokens_per_step // max(args.lengths)),
+        "length": max(args.lengths),
+        "d_inner": 2 * shape["d_model"],
+        "d_state": shape["d_state"],
+    }
     for backend in ("fused", "chunked", "reference") if "scan" in args.only else ():
         jobs.append((f"scan/{backend}", dict({"kind": "scan", "backend": backend}, **scan_shape)))
     for L in args.lengths if "train" in args.only else ():
         for impl in impls:
-            jobs.append((f"train/{L}/{impl}", {"kind": "train", "impl": impl, "length": L,
-                                                "batch": max(1, args.tokens_per_step // L), "max_len": L}))
+            jobs.append(
+                (
+                    f"train/{L}/{impl}",
+                    {
+                        "kind": "train",
+                        "impl": impl,
+                        "length": L,
+                        "batch": max(1, args.tokens_per_step // L),
+                        "max_len": L,
+                    },
+                )
+            )
     prefill_len = max(args.lengths)
     for impl in impls if "prefill" in args.only else ():
         if impl not in ("siger-plain-ce", "gpt2-lce"):
-            jobs.append((f"prefill/{prefill_len}/{impl}", {"kind": "prefill", "impl": impl, "length": prefill_len,
-                                                           "max_len": prefill_len}))
+            jobs.append(
+                (
+                    f"prefill/{prefill_len}/{impl}",
+                    {"kind": "prefill", "impl": impl, "length": prefill_len, "max_len": prefill_len},
+                )
+            )
     new_tokens = 8 if args.quick else 64
     for ctx in args.contexts if "decode" in args.only else ():
         for impl in impls:
@@ -383,8 +439,18 @@ def main() -> None:
                 continue  # decode does not use the loss or the scan
             if impl == "mambapy" and ctx > 2048:
                 continue  # mambapy feeds the prompt one token at a time: minutes at 8192
-            jobs.append((f"decode/{ctx}/{impl}", {"kind": "decode", "impl": impl, "context": ctx,
-                                                  "new_tokens": new_tokens, "max_len": ctx + new_tokens}))
+            jobs.append(
+                (
+                    f"decode/{ctx}/{impl}",
+                    {
+                        "kind": "decode",
+                        "impl": impl,
+                        "context": ctx,
+                        "new_tokens": new_tokens,
+                        "max_len": ctx + new_tokens,
+                    },
+                )
+            )
 
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in jobs}
     for r in range(args.rounds):
@@ -409,10 +475,21 @@ def main() -> None:
 
     matmul = med("matmul", "gflops")
     report: dict[str, Any] = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "allocator": "jemalloc" if args.jemalloc else "glibc", "python": platform.python_version(),
-                    "torch": __import__("torch").__version__, "matmul_gflops": matmul},
-        "shape": shape, "skipped": skipped, "scan": {}, "train": {}, "prefill": {}, "decode": {}, "raw": results,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "allocator": "jemalloc" if args.jemalloc else "glibc",
+            "python": platform.python_version(),
+            "torch": __import__("torch").__version__,
+            "matmul_gflops": matmul,
+        },
+        "shape": shape,
+        "skipped": skipped,
+        "scan": {},
+        "train": {},
+        "prefill": {},
+        "decode": {},
+        "raw": results,
     }
     print(f"\nmachine: {report['machine']}\nshape: {shape}; skipped (not installed): {skipped or 'none'}")
     if "scan" in args.only:
@@ -422,8 +499,13 @@ def main() -> None:
         for backend in ("fused", "chunked", "reference"):
             ms = med(f"scan/{backend}", "ms")
             if ms is not None:
-                report["scan"][backend] = {"ms": ms, "peak_over_inputs_mb": med(f"scan/{backend}", "peak_over_inputs_mb")}
-                print(f"| {backend} | {ms:.1f} | {base / ms:.3f} | {report['scan'][backend]['peak_over_inputs_mb']:.0f} |")
+                report["scan"][backend] = {
+                    "ms": ms,
+                    "peak_over_inputs_mb": med(f"scan/{backend}", "peak_over_inputs_mb"),
+                }
+                print(
+                    f"| {backend} | {ms:.1f} | {base / ms:.3f} | {report['scan'][backend]['peak_over_inputs_mb']:.0f} |"
+                )
     if "train" in args.only:
         print(f"\n## training tokens/s (forward + backward + AdamW), {args.tokens_per_step} tokens a step")
         print("| length | impl | params | tokens/s | x siger | MFU | peak RSS MB | peak over model MB |")
@@ -440,12 +522,19 @@ def main() -> None:
             if impl.startswith("gpt2"):
                 flops += 6 * one(name, "layers") * L * shape["d_model"]
             mfu = tps * flops / (matmul * 1e9) if matmul else None
-            row = {"tokens_per_s": tps, "ratio_to_siger": tps / base if base else None, "mfu": mfu,
-                   "params": one(name, "params"), "peak_rss_mb": med(name, "peak_rss_mb"),
-                   "peak_over_model_mb": med(name, "peak_over_model_mb")}
+            row = {
+                "tokens_per_s": tps,
+                "ratio_to_siger": tps / base if base else None,
+                "mfu": mfu,
+                "params": one(name, "params"),
+                "peak_rss_mb": med(name, "peak_rss_mb"),
+                "peak_over_model_mb": med(name, "peak_over_model_mb"),
+            }
             report["train"].setdefault(str(L), {})[impl] = row
-            print(f"| {L} | {impl} | {row['params'] / 1e6:.2f}M | {tps:.0f} | {row['ratio_to_siger']:.2f} | "
-                  f"{mfu:.0%} | {row['peak_rss_mb']:.0f} | {row['peak_over_model_mb']:.0f} |")
+            print(
+                f"| {L} | {impl} | {row['params'] / 1e6:.2f}M | {tps:.0f} | {row['ratio_to_siger']:.2f} | "
+                f"{mfu:.0%} | {row['peak_rss_mb']:.0f} | {row['peak_over_model_mb']:.0f} |"
+            )
     if "prefill" in args.only:
         print(f"\n## prefill tokens/s (no gradients), length {prefill_len}, batch 1")
         print("| impl | tokens/s | x siger | peak RSS MB |\n|---|---|---|---|")
@@ -453,22 +542,33 @@ def main() -> None:
     for impl in impls if "prefill" in args.only else ():
         tps = med(f"prefill/{prefill_len}/{impl}", "tokens_per_s")
         if tps is not None:
-            report["prefill"][impl] = {"tokens_per_s": tps, "peak_rss_mb": med(f"prefill/{prefill_len}/{impl}", "peak_rss_mb")}
+            report["prefill"][impl] = {
+                "tokens_per_s": tps,
+                "peak_rss_mb": med(f"prefill/{prefill_len}/{impl}", "peak_rss_mb"),
+            }
             print(f"| {impl} | {tps:.0f} | {tps / base:.2f} | {report['prefill'][impl]['peak_rss_mb']:.0f} |")
     if "decode" in args.only:
         print(f"\n## decode, batch 1, {new_tokens} new tokens after the context")
-        print("| context | impl | ms/token | state MB | RSS after decoding MB | peak RSS MB |\n|---|---|---|---|---|---|")
+        print(
+            "| context | impl | ms/token | state MB | RSS after decoding MB | peak RSS MB |\n|---|---|---|---|---|---|"
+        )
     for ctx in args.contexts if "decode" in args.only else ():
         for impl in impls:
             name = f"decode/{ctx}/{impl}"
             ms = med(name, "ms_per_token")
             if ms is None:
                 continue
-            row = {"ms_per_token": ms, "state_mb": one(name, "state_bytes_after_decode") / 2**20,
-                   "rss_after_decode_mb": med(name, "rss_after_decode_mb"), "peak_rss_mb": med(name, "peak_rss_mb")}
+            row = {
+                "ms_per_token": ms,
+                "state_mb": one(name, "state_bytes_after_decode") / 2**20,
+                "rss_after_decode_mb": med(name, "rss_after_decode_mb"),
+                "peak_rss_mb": med(name, "peak_rss_mb"),
+            }
             report["decode"].setdefault(str(ctx), {})[impl] = row
-            print(f"| {ctx} | {impl} | {ms:.2f} | {row['state_mb']:.2f} | {row['rss_after_decode_mb']:.0f} | "
-                  f"{row['peak_rss_mb']:.0f} |")
+            print(
+                f"| {ctx} | {impl} | {ms:.2f} | {row['state_mb']:.2f} | {row['rss_after_decode_mb']:.0f} | "
+                f"{row['peak_rss_mb']:.0f} |"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

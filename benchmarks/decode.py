@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone import VOCAB, build, peak_mb, rss_mb  # noqa: E402
+from backbone import VOCAB, build, peak_mb, rss_mb
 
 
 def job(spec: dict) -> dict:
@@ -81,8 +81,14 @@ def main() -> None:
             for impl in impls:
                 new = args.uncached_tokens if impl == "uncached" else args.new_tokens
                 spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads}
-                proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True)
-                out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True
+                )
+                out = (
+                    json.loads(proc.stdout.strip().splitlines()[-1])
+                    if proc.returncode == 0
+                    else {"error": proc.stderr[-300:]}
+                )
                 results.setdefault(f"{impl}/{ctx}", []).append(out)
                 print(f"{impl} {ctx}: {out}", file=sys.stderr, flush=True)
     report = {"threads": args.threads, "rows": {}}

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone import JEMALLOC, peak_mb, rss_mb  # noqa: E402
+from backbone import JEMALLOC, peak_mb, rss_mb
 
 
 def job(spec: dict) -> dict:
@@ -72,11 +72,22 @@ def job(spec: dict) -> dict:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model(ids[:, :-1], labels=ids[:, 1:]).loss
     del loss
-    moments = sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
-                  if torch.is_tensor(t) and t.ndim > 0)
-    return {"step_ms": 1000 * statistics.median(times), "tokens_per_s": tokens / statistics.median(times),
-            "peak_rss_mb": peak, "training_mb": peak - base_rss, "saved_activations_mb": sum(saved.values()) / 2**20,
-            "trainable_state_mb": (moments + 4 * trainable) / 2**20, "trainable": trainable, "parameters": total}
+    moments = sum(
+        t.numel() * t.element_size()
+        for state in optimizer.state.values()
+        for t in state.values()
+        if torch.is_tensor(t) and t.ndim > 0
+    )
+    return {
+        "step_ms": 1000 * statistics.median(times),
+        "tokens_per_s": tokens / statistics.median(times),
+        "peak_rss_mb": peak,
+        "training_mb": peak - base_rss,
+        "saved_activations_mb": sum(saved.values()) / 2**20,
+        "trainable_state_mb": (moments + 4 * trainable) / 2**20,
+        "trainable": trainable,
+        "parameters": total,
+    }
 
 
 def main() -> None:
@@ -106,10 +117,20 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"full": [], "lora": []}
     for _ in range(args.rounds):
         for mode in runs:  # alternate, so drifting machine load hits both alike
-            spec = {"mode": mode, "threads": args.threads, "batch": args.batch, "seq_len": args.seq_len,
-                    "rank": args.rank, "steps": args.steps, "warmup": args.warmup, "quick": args.quick,
-                    "vocab": 512 if args.quick else 32000}
-            proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env)
+            spec = {
+                "mode": mode,
+                "threads": args.threads,
+                "batch": args.batch,
+                "seq_len": args.seq_len,
+                "rank": args.rank,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "quick": args.quick,
+                "vocab": 512 if args.quick else 32000,
+            }
+            proc = subprocess.run(
+                [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
             runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -120,20 +141,24 @@ def main() -> None:
         "step_time_lora_over_full": summary["lora"]["step_ms"] / summary["full"]["step_ms"],
         "peak_rss_lora_over_full": summary["lora"]["peak_rss_mb"] / summary["full"]["peak_rss_mb"],
         "training_memory_lora_over_full": summary["lora"]["training_mb"] / max(summary["full"]["training_mb"], 1e-9),
-        "saved_activations_lora_over_full": summary["lora"]["saved_activations_mb"] / summary["full"]["saved_activations_mb"],
+        "saved_activations_lora_over_full": summary["lora"]["saved_activations_mb"]
+        / summary["full"]["saved_activations_mb"],
         "trainable_state_lora_over_full": summary["lora"]["trainable_state_mb"] / summary["full"]["trainable_state_mb"],
         "trainable_fraction": summary["lora"]["trainable"] / summary["lora"]["parameters"],
     }
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "job")}
     settings["allocator"] = "jemalloc" if args.jemalloc else "glibc"
-    report = {"settings": settings, "results": summary,
-              "ratios": ratios, "rounds": runs}
-    print(f"{'mode':6} {'step ms':>9} {'tok/s':>8} {'peak RSS MB':>12} {'training MB':>12} {'saved act MB':>13} "
-          f"{'grad+adam MB':>13} {'trainable':>12}")
+    report = {"settings": settings, "results": summary, "ratios": ratios, "rounds": runs}
+    print(
+        f"{'mode':6} {'step ms':>9} {'tok/s':>8} {'peak RSS MB':>12} {'training MB':>12} {'saved act MB':>13} "
+        f"{'grad+adam MB':>13} {'trainable':>12}"
+    )
     for mode, row in summary.items():
-        print(f"{mode:6} {row['step_ms']:9.1f} {row['tokens_per_s']:8.0f} {row['peak_rss_mb']:12.0f} "
-              f"{row['training_mb']:12.0f} {row['saved_activations_mb']:13.1f} {row['trainable_state_mb']:13.1f} "
-              f"{int(row['trainable']):12,d}")
+        print(
+            f"{mode:6} {row['step_ms']:9.1f} {row['tokens_per_s']:8.0f} {row['peak_rss_mb']:12.0f} "
+            f"{row['training_mb']:12.0f} {row['saved_activations_mb']:13.1f} {row['trainable_state_mb']:13.1f} "
+            f"{int(row['trainable']):12,d}"
+        )
     print("lora / full: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -31,8 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TEXT = ("Nyak haga mengan di pekon. Saya mau makan di kampung. I want to eat in the village. "
-        "Tabik pun, api kabar? Halo, apa kabar? Baik, terima kasih. Kota Bandar Lampung ada di Sumatra. ")
+TEXT = (
+    "Nyak haga mengan di pekon. Saya mau makan di kampung. I want to eat in the village. "
+    "Tabik pun, api kabar? Halo, apa kabar? Baik, terima kasih. Kota Bandar Lampung ada di Sumatra. "
+)
 
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
@@ -40,6 +42,7 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
 
 def build_model(folder: Path, quick: bool) -> Path:
     import torch
+
     from sigerlm.model.config import SigerConfig
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
@@ -72,10 +75,31 @@ class Server:
         if malloc:
             env["LD_PRELOAD"] = malloc
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from sigerlm.cli import main; main()", "serve", str(model), "--port",
-             str(self.port), "--db", str(db), "--threads", str(threads), "--max-batch", str(max_batch),
-             "--max-streams-per-key", "64", "--max-new-tokens", str(max_new_tokens), "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-c",
+                "from sigerlm.cli import main; main()",
+                "serve",
+                str(model),
+                "--port",
+                str(self.port),
+                "--db",
+                str(db),
+                "--threads",
+                str(threads),
+                "--max-batch",
+                str(max_batch),
+                "--max-streams-per-key",
+                "64",
+                "--max-new-tokens",
+                str(max_new_tokens),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         import httpx
 
         deadline = time.monotonic() + 120
@@ -101,12 +125,15 @@ async def one_request(port: int, i: int, new_tokens: int) -> dict:
     """One streamed /v1/generate over a plain asyncio connection: a minimal HTTP/1.1 client
     (chunked transfer, SSE lines), so the clients, which share the machine with the server,
     cost as little CPU as possible."""
-    body = json.dumps({"prompt": f"Saya mau makan di kampung {i}", "max_new_tokens": new_tokens,
-                       "stream": True}).encode()
+    body = json.dumps(
+        {"prompt": f"Saya mau makan di kampung {i}", "max_new_tokens": new_tokens, "stream": True}
+    ).encode()
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
     await writer.drain()
     status = await reader.readline()
     if b" 200 " not in status:
@@ -143,11 +170,17 @@ async def load(port: int, clients: int, requests_each: int, new_tokens: int) -> 
     wall = time.perf_counter() - start
     latencies = sorted(r["latency"] for r in results)
     tokens = sum(r["tokens"] for r in results)
-    return {"clients": clients, "requests": len(results), "tokens": tokens, "wall_s": wall,
-            "tokens_per_s": tokens / wall, "latency_p50_s": percentile(latencies, 50),
-            "latency_p99_s": percentile(latencies, 99),
-            "first_token_p50_s": percentile(sorted(r["first"] for r in results), 50),
-            "errors": sum(r["tokens"] != new_tokens for r in results)}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p99_s": percentile(latencies, 99),
+        "first_token_p50_s": percentile(sorted(r["first"] for r in results), 50),
+        "errors": sum(r["tokens"] != new_tokens for r in results),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,8 +197,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3, help="requests per client, one after another")
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--quick", action="store_true", help="a tiny model and little load")
-    parser.add_argument("--malloc", default=JEMALLOC if Path(JEMALLOC).exists() else None,
-                        help="a malloc library preloaded into the server (default: jemalloc when installed; '' for glibc)")
+    parser.add_argument(
+        "--malloc",
+        default=JEMALLOC if Path(JEMALLOC).exists() else None,
+        help="a malloc library preloaded into the server (default: jemalloc when installed; '' for glibc)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -183,25 +219,37 @@ def main() -> None:
         most = max(args.clients)
         server = Server(model, Path(tmp) / "b.db", args.threads, 1, args.new_tokens, args.malloc)
         try:
-            rows.append({"mode": "one-at-a-time", **asyncio.run(load(server.port, most, args.requests, args.new_tokens))})
+            rows.append(
+                {"mode": "one-at-a-time", **asyncio.run(load(server.port, most, args.requests, args.new_tokens))}
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         finally:
             server.stop()
     one = next(r for r in rows if r["mode"] == "batched" and r["clients"] == min(args.clients))
     top = next(r for r in rows if r["mode"] == "batched" and r["clients"] == most)
     serial = rows[-1]
-    report = {"threads": args.threads, "malloc": args.malloc or "glibc", "new_tokens": args.new_tokens, "requests_per_client": args.requests,
-              "model": str(args.model) if args.model else ("random tiny" if args.quick else "random small (vocab 8000)"),
-              "rows": rows, f"throughput_{most}_over_{min(args.clients)}": top["tokens_per_s"] / one["tokens_per_s"],
-              "batched_over_one_at_a_time": top["tokens_per_s"] / serial["tokens_per_s"]}
+    report = {
+        "threads": args.threads,
+        "malloc": args.malloc or "glibc",
+        "new_tokens": args.new_tokens,
+        "requests_per_client": args.requests,
+        "model": str(args.model) if args.model else ("random tiny" if args.quick else "random small (vocab 8000)"),
+        "rows": rows,
+        f"throughput_{most}_over_{min(args.clients)}": top["tokens_per_s"] / one["tokens_per_s"],
+        "batched_over_one_at_a_time": top["tokens_per_s"] / serial["tokens_per_s"],
+    }
     print("| mode | clients | tokens/s | latency p50 s | latency p99 s | first token p50 s | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['clients']} | {r['tokens_per_s']:.0f} | {r['latency_p50_s']:.3f} | "
-              f"{r['latency_p99_s']:.3f} | {r['first_token_p50_s']:.3f} | {r['errors']} |")
-    print(f"\n{most} clients / {min(args.clients)} client throughput: "
-          f"{report[f'throughput_{most}_over_{min(args.clients)}']:.2f}x; batched / one-at-a-time at {most} clients: "
-          f"{report['batched_over_one_at_a_time']:.2f}x")
+        print(
+            f"| {r['mode']} | {r['clients']} | {r['tokens_per_s']:.0f} | {r['latency_p50_s']:.3f} | "
+            f"{r['latency_p99_s']:.3f} | {r['first_token_p50_s']:.3f} | {r['errors']} |"
+        )
+    print(
+        f"\n{most} clients / {min(args.clients)} client throughput: "
+        f"{report[f'throughput_{most}_over_{min(args.clients)}']:.2f}x; batched / one-at-a-time at {most} clients: "
+        f"{report['batched_over_one_at_a_time']:.2f}x"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -28,7 +28,6 @@ def main() -> None:
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # before tokenizers starts its pool
 
     from sigerlm.paths import data_dir
-
     from sigerlm_text.corpus_text import iter_documents
     from sigerlm_text.tokenizers.bpe import BPETokenizer
     from sigerlm_text.tokenizers.tiktoken_fallback import TiktokenTokenizer
@@ -66,8 +65,11 @@ def main() -> None:
     tokens_bpe = sum(len(x) for x in bpe.encode_batch(docs[:2000], allow_special=False))
     tokens_tik = sum(len(x) for x in tik.encode_batch(docs[:2000], allow_special=False))
     chars = sum(len(d) for d in docs[:2000])
-    print(f"text: {size / 1e6:.1f} MB in {len(docs)} documents; threads {args.threads}; "
-          f"BPE ({bpe.vocab_size} tokens) trained on all of {root} in {train_s:.1f} s", file=sys.stderr)
+    print(
+        f"text: {size / 1e6:.1f} MB in {len(docs)} documents; threads {args.threads}; "
+        f"BPE ({bpe.vocab_size} tokens) trained on all of {root} in {train_s:.1f} s",
+        file=sys.stderr,
+    )
     print("| tokenizer | vocabulary | MB/s (batched) | x tiktoken | characters per token |")
     print("|---|---|---|---|---|")
     print(f"| SigerLM BPE | {bpe.vocab_size} | {bpe_mbs:.2f} | {bpe_mbs / tik_mbs:.2f} | {chars / tokens_bpe:.2f} |")

@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 # Debian's chromium for the web page's browser test (sigerlm-serving); apt-get, once
 bash plugins/serving/scripts/install-browser.sh
+# lint every distribution (rules in pyproject.toml)
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

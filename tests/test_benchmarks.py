@@ -15,9 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_backbone_benchmark_quick(tmp_path):
     out = tmp_path / "backbone.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "backbone.py"), "--quick", "--threads", "1", "--out", str(out),
-         "--impls", "siger", "reference", "gpt2"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "backbone.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--impls",
+            "siger",
+            "reference",
+            "gpt2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -35,9 +48,21 @@ def test_backbone_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_tokenization_benchmark_runs():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tokenization.py"), "--threads", "1", "--rounds", "1",
-         "--limit-mb", "0.3", "--vocab-size", "2000"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tokenization.py"),
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--limit-mb",
+            "0.3",
+            "--vocab-size",
+            "2000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| SigerLM BPE | 2000 |" in proc.stdout and "| tiktoken cl100k_base |" in proc.stdout
@@ -48,7 +73,9 @@ def test_lora_benchmark_quick(tmp_path):
     out = tmp_path / "lora.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "lora.py"), "--quick", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())

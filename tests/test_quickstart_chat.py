@@ -22,8 +22,13 @@ def test_siger_chat_on_the_quickstart_model(tmp_path, monkeypatch):
     execute(resolved, pm)
     siger = Path(sys.executable).with_name("siger")
     lines = "Nyak haga mengan\n/temp 0.8\n/system Jawab singkat.\nSaya mau makan\n/reset\n/help\n/exit\n"
-    out = subprocess.run([siger, "chat", tmp_path / "run" / "model", "--max-new-tokens", "8", "--seed", "0"],
-                         input=lines, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [siger, "chat", tmp_path / "run" / "model", "--max-new-tokens", "8", "--seed", "0"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "(temperature 0.8)" in out.stdout and "(system prompt set; history cleared)" in out.stdout
     assert "(history cleared)" in out.stdout and "/temp  /temp VALUE" in out.stdout

@@ -1,8 +1,9 @@
 """registry/plugins.toml agrees with the distributions and what their plugins register."""
 
-import tomllib
 from importlib import metadata
 from pathlib import Path
+
+import tomllib
 
 from sigerlm.cli import build_app
 from sigerlm.plugins import make_plugin_manager

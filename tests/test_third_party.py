@@ -11,10 +11,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "docs" / "plugins" / "siger-hello"
@@ -63,5 +63,7 @@ def test_example_plugin_in_a_fresh_venv(tmp_path):
     assert sh([venv / "bin" / "siger", "hello", "greet", "Nyo"]).strip() == "Hello, Nyo!"
 
     # the plugin's own tests pass in its environment
-    tests = sh([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", HELLO, HELLO / "tests"], cwd=tmp_path)
+    tests = sh(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", HELLO, HELLO / "tests"], cwd=tmp_path
+    )
     assert "1 passed" in tests

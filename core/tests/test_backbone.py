@@ -52,7 +52,7 @@ def test_prefill_in_pieces_equals_one_prefill():
         b, state = model.forward_hidden(x[:, 7:8], state=state, return_state=True)
         c, state = model.forward_hidden(x[:, 8:], state=state, return_state=True)
     torch.testing.assert_close(torch.cat([a, b, c], 1), whole, rtol=1e-5, atol=1e-5)
-    for (conv, ssm), (conv2, ssm2) in zip(state, whole_state):
+    for (conv, ssm), (conv2, ssm2) in zip(state, whole_state, strict=True):
         torch.testing.assert_close(conv, conv2)
         torch.testing.assert_close(ssm, ssm2, rtol=1e-5, atol=1e-5)
 
@@ -94,12 +94,20 @@ def test_initialisation_follows_mamba():
 
 def test_no_weight_decay_tags():
     names = set(backbone().no_weight_decay_parameters())
-    assert {"layers.0.norm.weight", "layers.0.mixer.A_log", "layers.0.mixer.D", "layers.0.mixer.conv1d.bias",
-            "layers.0.mixer.dt_proj.bias", "norm_f.weight"} <= names
+    assert {
+        "layers.0.norm.weight",
+        "layers.0.mixer.A_log",
+        "layers.0.mixer.D",
+        "layers.0.mixer.conv1d.bias",
+        "layers.0.mixer.dt_proj.bias",
+        "norm_f.weight",
+    } <= names
     assert "layers.0.mixer.in_proj.weight" not in names
 
 
-@pytest.mark.parametrize("overrides", [{"norm_type": "layernorm"}, {"activation": "gelu"}, {"activation": "relu"}, {"d_conv": 1}])
+@pytest.mark.parametrize(
+    "overrides", [{"norm_type": "layernorm"}, {"activation": "gelu"}, {"activation": "relu"}, {"d_conv": 1}]
+)
 def test_variants_keep_the_decode_contract(overrides):
     model = backbone(**overrides)
     x = torch.randn(1, 6, 16)

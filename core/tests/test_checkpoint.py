@@ -28,7 +28,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     original = model()
     save_backbone(tmp_path / "m", original, plugins={"core": "0.1.0"}, tokenizer_hash="abc123")
     loaded = load_backbone(tmp_path / "m")
-    for (name, a), (_, b) in zip(original.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(original.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     x = torch.randn(2, 7, 16)
     with torch.no_grad():
@@ -57,7 +57,9 @@ def test_shape_mismatch_and_missing_tensors_are_named(tmp_path):
     meta = json.loads(config_path.read_text())
     meta["backbone"]["d_state"] = 8
     config_path.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"'layers.0.mixer.A_log' is \(32, 4\) in the .* but \(32, 8\) in the model"):
+    with pytest.raises(
+        CheckpointError, match=r"'layers.0.mixer.A_log' is \(32, 4\) in the .* but \(32, 8\) in the model"
+    ):
         load_backbone(tmp_path / "m")
     target = model()
     tensors = dict(target.state_dict())

@@ -27,12 +27,17 @@ MANIFEST = textwrap.dedent(
 def env(tmp_path):
     """An environment whose PYTHONPATH adds a broken plugin and a working one."""
     site = tmp_path / "site"
-    write_distribution(site, "fake-broken", {"fake_broken.hooks": "raise ImportError('no module named zzz')\n"}, {"broken": "fake_broken.hooks"})
+    write_distribution(
+        site,
+        "fake-broken",
+        {"fake_broken.hooks": "raise ImportError('no module named zzz')\n"},
+        {"broken": "fake_broken.hooks"},
+    )
     write_distribution(
         site,
         "fake-cmd",
         {
-            "fake_cmd.hooks": "from sigerlm import hookimpl\n\n@hookimpl\ndef register_commands(cli):\n    import typer\n    app = typer.Typer()\n\n    @app.command()\n    def hi(name: str):\n        print(f'hi {name}')\n\n    cli.add_typer(app, name='cmd')\n"
+            "fake_cmd.hooks": "from sigerlm import hookimpl\n\n@hookimpl\ndef register_commands(cli):\n    import typer\n    app = typer.Typer()\n\n    @app.command()\n    def hi(name: str):\n        print(f'hi {name}')\n\n    cli.add_typer(app, name='cmd')\n"  # noqa: E501
         },
         {"cmd": "fake_cmd.hooks"},
     )

@@ -10,7 +10,16 @@ from sigerlm.testing import assert_imports_without_torch
 
 @pytest.mark.parametrize(
     "module",
-    ["sigerlm", "sigerlm.plugins", "sigerlm.manifest", "sigerlm.run", "sigerlm.cli", "sigerlm.builtins", "sigerlm.model", "sigerlm.testing"],
+    [
+        "sigerlm",
+        "sigerlm.plugins",
+        "sigerlm.manifest",
+        "sigerlm.run",
+        "sigerlm.cli",
+        "sigerlm.builtins",
+        "sigerlm.model",
+        "sigerlm.testing",
+    ],
 )
 def test_module_does_not_import_torch(module):
     assert_imports_without_torch(module)

@@ -8,7 +8,10 @@ from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_stat
 from sigerlm.model.losses import linear_cross_entropy
 
 
-@pytest.mark.parametrize("b, l, d, k, with_state", [(2, 9, 20, 4, True), (1, 1, 5, 4, False), (2, 3, 130, 4, True), (1, 7, 3, 1, False), (2, 12, 7, 2, True)])
+@pytest.mark.parametrize(
+    "b, l, d, k, with_state",
+    [(2, 9, 20, 4, True), (1, 1, 5, 4, False), (2, 3, 130, 4, True), (1, 7, 3, 1, False), (2, 12, 7, 2, True)],
+)
 def test_conv_silu_matches_torch_and_gradchecks(b, l, d, k, with_state):
     g = torch.Generator().manual_seed(0)
     xz = torch.randn(b, l, 2 * d, generator=g, dtype=torch.double, requires_grad=True)
@@ -21,9 +24,11 @@ def test_conv_silu_matches_torch_and_gradchecks(b, l, d, k, with_state):
     torch.testing.assert_close(got, expected)
     inputs = [xz, weight, bias] + ([state] if with_state else [])
     grad = torch.randn_like(expected)
-    for a, e in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
+    for a, e in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad), strict=True):
         torch.testing.assert_close(a, e)
-    assert torch.autograd.gradcheck(lambda *a: causal_conv_silu(a[0][..., :d], a[1], a[2], a[3] if with_state else None), inputs)
+    assert torch.autograd.gradcheck(
+        lambda *a: causal_conv_silu(a[0][..., :d], a[1], a[2], a[3] if with_state else None), inputs
+    )
 
 
 def test_next_conv_state_keeps_the_last_inputs():
@@ -46,7 +51,11 @@ def test_linear_cross_entropy_matches_cross_entropy(backend, chunk):
     got = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk, backend=backend)
     expected = F.cross_entropy((hidden @ weight.t()).reshape(-1, 50), targets.reshape(-1), ignore_index=-100)
     torch.testing.assert_close(got, expected)
-    for a, e in zip(torch.autograd.grad(got * 3, [hidden, weight]), torch.autograd.grad(expected * 3, [hidden, weight])):
+    for a, e in zip(
+        torch.autograd.grad(got * 3, [hidden, weight]),
+        torch.autograd.grad(expected * 3, [hidden, weight]),
+        strict=True,
+    ):
         torch.testing.assert_close(a, e)
 
 
@@ -59,7 +68,9 @@ def test_linear_cross_entropy_tied_weight_and_errors():
     loss.backward()
     grad = embedding.grad.clone()
     embedding.grad = None
-    reference = F.cross_entropy((torch.tanh(embedding[ids])[:, :-1] @ embedding.t()).reshape(-1, 30), ids[:, 1:].reshape(-1))
+    reference = F.cross_entropy(
+        (torch.tanh(embedding[ids])[:, :-1] @ embedding.t()).reshape(-1, 30), ids[:, 1:].reshape(-1)
+    )
     reference.backward()
     torch.testing.assert_close(grad, embedding.grad)
     with pytest.raises(ValueError, match="5 hidden states but 4 targets"):

@@ -58,7 +58,9 @@ def test_misspelled_top_level_key_names_file_line_and_fix(tmp_path, plugin_manag
 
 def test_wrong_type_names_path_and_value(tmp_path, plugin_manager):
     error, path = problems(tmp_path, GOOD.replace("name: demo", "name: demo\nseed: many"), plugin_manager)
-    assert f"{path}:3: seed: Input should be a valid integer, unable to parse string as an integer, got 'many'" in str(error)
+    assert f"{path}:3: seed: Input should be a valid integer, unable to parse string as an integer, got 'many'" in str(
+        error
+    )
 
 
 def test_unknown_component_suggests_closest_name(tmp_path, plugin_manager):
@@ -67,7 +69,9 @@ def test_unknown_component_suggests_closest_name(tmp_path, plugin_manager):
 
 
 def test_component_option_typo_and_type_are_checked_against_its_options_model(tmp_path, plugin_manager):
-    text = GOOD.replace("split: train, batches: 2}", "split: train, batchs: 2}").replace("num_batches: 2", "num_batches: lots")
+    text = GOOD.replace("split: train, batches: 2}", "split: train, batchs: 2}").replace(
+        "num_batches: 2", "num_batches: lots"
+    )
     error, path = problems(tmp_path, text, plugin_manager)
     rendered = str(error)
     assert f"{path}:10: steps[0].batchs: unknown key 'batchs' (did you mean 'batches'?)" in rendered
@@ -87,11 +91,18 @@ def test_component_without_options_says_so(tmp_path, plugin_manager):
 
 def test_plugin_that_is_not_installed_names_the_fix(tmp_path):
     error, path = problems(tmp_path, GOOD.replace("name: demo", "name: demo\nplugins: [nonexistent]"), None)
-    assert f"{path}:3: plugins[0]: plugin 'nonexistent' is not installed; install it with `pip install sigerlm-nonexistent`" in str(error)
+    assert (
+        f"{path}:3: plugins[0]: plugin 'nonexistent' is not installed; install it with `pip install sigerlm-nonexistent`"  # noqa: E501
+        in str(error)
+    )
 
 
 def test_invalid_model_config_and_profile(tmp_path, plugin_manager):
-    error, _ = problems(tmp_path, GOOD.replace("profile: tiny", "profile: tiny\n  config: {d_model: 0, norm_type: rmsnrom}"), plugin_manager)
+    error, _ = problems(
+        tmp_path,
+        GOOD.replace("profile: tiny", "profile: tiny\n  config: {d_model: 0, norm_type: rmsnrom}"),
+        plugin_manager,
+    )
     text = str(error)
     assert "model.config: invalid SigerConfig: d_model must be a positive integer, got 0" in text
     assert "norm_type must be one of rmsnorm, layernorm, got 'rmsnrom' (did you mean 'rmsnorm'?)" in text
@@ -186,5 +197,9 @@ def test_variables_expand_to_the_data_folder_the_run_folder_and_the_environment(
     text = GOOD.replace("- record-calls", "- {use: record-calls, note: '${data}/x ${out}/y ${env:NOTE}'}")
     resolved, _ = load_manifest(write(tmp_path, text), ["out_dir=runs/here"], pm=plugin_manager)
     assert resolved.component("steps", 1).options.note == f"{tmp_path}/x runs/here/y from-env"
-    error, _ = problems(tmp_path, GOOD.replace("- record-calls", "- {use: record-calls, note: '${env:NOPE_NOT_SET}'}"), plugin_manager)
-    assert "steps[1].note: cannot expand '${env:NOPE_NOT_SET}': environment variable NOPE_NOT_SET is not set" in str(error)
+    error, _ = problems(
+        tmp_path, GOOD.replace("- record-calls", "- {use: record-calls, note: '${env:NOPE_NOT_SET}'}"), plugin_manager
+    )
+    assert "steps[1].note: cannot expand '${env:NOPE_NOT_SET}': environment variable NOPE_NOT_SET is not set" in str(
+        error
+    )

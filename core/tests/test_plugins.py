@@ -113,7 +113,9 @@ def test_missing_plugin_names_the_install_command(site):
     install(site, "good", GOOD)
     with pytest.raises(PluginLoadError, match=r"plugin 'godo' is not installed; did you mean 'good'\?$"):
         make_plugin_manager(load=["godo"], required=["godo"])
-    with pytest.raises(PluginLoadError, match=r"plugin 'vision' is not installed; install it with `pip install sigerlm-vision`"):
+    with pytest.raises(
+        PluginLoadError, match=r"plugin 'vision' is not installed; install it with `pip install sigerlm-vision`"
+    ):
         make_plugin_manager(load=["vision"], required=["vision"])
 
 
@@ -169,7 +171,11 @@ def test_plugin_can_add_hookspecs_that_others_implement(plugin_manager):
 
 
 def test_optional_hook_without_its_provider_loads_quietly(site):
-    install(site, "extra", "from sigerlm import hookimpl\n\n@hookimpl(optionalhook=True)\ndef register_routes(router, app_state):\n    pass\n")
+    install(
+        site,
+        "extra",
+        "from sigerlm import hookimpl\n\n@hookimpl(optionalhook=True)\ndef register_routes(router, app_state):\n    pass\n",  # noqa: E501
+    )
     pm = make_plugin_manager(load=["extra"], required=["extra"])
     assert pm.records["extra"].loaded
 

@@ -14,7 +14,11 @@ MANIFEST = {
     "siger": 1,
     "name": "demo",
     "seed": 3,
-    "model": {"profile": "tiny", "block": {"use": "identity"}, "adapter": {"use": "random-embedding", "vocab_size": 16}},
+    "model": {
+        "profile": "tiny",
+        "block": {"use": "identity"},
+        "adapter": {"use": "random-embedding", "vocab_size": 16},
+    },
     "data": {"train": {"use": "random-tokens", "vocab_size": 16, "num_batches": 3}},
     "steps": [{"use": "record-calls", "split": "train", "batches": 3}, {"use": "record-calls", "note": "second"}],
 }

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from sigerlm.testing import write_distribution
 from sigerlm.training.options import TrainOptions
@@ -26,8 +25,17 @@ MANIFEST = {
         "train": {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 5},
         "valid": {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 2},
     },
-    "steps": [{"use": "train", "max_steps": 12, "lr": 0.01, "warmup_steps": 2, "eval_every": 4,
-               "checkpoint_every": 3, "progress": False}],
+    "steps": [
+        {
+            "use": "train",
+            "max_steps": 12,
+            "lr": 0.01,
+            "warmup_steps": 2,
+            "eval_every": 4,
+            "checkpoint_every": 3,
+            "progress": False,
+        }
+    ],
 }
 
 
@@ -42,7 +50,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(55, o) == pytest.approx(0.55)
     assert lr_at(100, o) == pytest.approx(0.1)
     values = [lr_at(s, o) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_tagged_parameters_get_no_weight_decay():
@@ -135,8 +143,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
     subprocess.run(siger("run", manifest, "-o", tmp_path / "full", env=env), env=env, check=True, capture_output=True)
     full = losses(tmp_path / "full" / "metrics.jsonl")
 
-    proc = subprocess.Popen(siger("run", manifest, "-o", tmp_path / "cut", env=env), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        siger("run", manifest, "-o", tmp_path / "cut", env=env),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill in the middle: after step 7, past the checkpoint of step 6
@@ -147,13 +159,14 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
     proc.wait()
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "running"
     assert len(losses(metrics)) < len(full)
-    out = subprocess.run(siger("run", manifest, "-o", tmp_path / "cut", "--resume", env=env), env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        siger("run", manifest, "-o", tmp_path / "cut", "--resume", env=env), env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "resumed from" in out.stderr
     resumed = losses(metrics)
     assert len(resumed) == len(full)
-    assert max(abs(a - b) for a, b in zip(resumed, full)) <= 1e-6
+    assert max(abs(a - b) for a, b in zip(resumed, full, strict=True)) <= 1e-6
 
 
 @pytest.mark.slow
@@ -161,7 +174,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     env = siger_env(tmp_path)
     manifest = write_manifest(tmp_path, checkpoint_every=2, keep_checkpoints=3)
     env_fast = dict(env)
-    subprocess.run(siger("run", manifest, "-o", tmp_path / "run", env=env_fast), env=env_fast, check=True, capture_output=True)
+    subprocess.run(
+        siger("run", manifest, "-o", tmp_path / "run", env=env_fast), env=env_fast, check=True, capture_output=True
+    )
     full = losses(tmp_path / "run" / "metrics.jsonl")
     latest = tmp_path / "run" / "checkpoints" / "step-00000012" / "model.safetensors"
     data = bytearray(latest.read_bytes())
@@ -171,11 +186,12 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     record["status"] = "running"
     record["completed_steps"] = []
     (tmp_path / "run" / "run.json").write_text(json.dumps(record))
-    out = subprocess.run(siger("run", manifest, "-o", tmp_path / "run", "--resume", env=env), env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        siger("run", manifest, "-o", tmp_path / "run", "--resume", env=env), env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "step-00000012 is damaged" in out.stderr and "step-00000010" in out.stderr
-    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "run" / "metrics.jsonl"), full)) <= 1e-6
+    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "run" / "metrics.jsonl"), full, strict=True)) <= 1e-6
 
 
 @pytest.mark.slow
@@ -189,14 +205,28 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
     (tmp_path / "two.json").write_text(json.dumps(two))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGER_")}
     env["OMP_NUM_THREADS"] = "1"
-    subprocess.run(siger("run", tmp_path / "one.json", "-o", tmp_path / "one", env=env), env=env, check=True, capture_output=True)
+    subprocess.run(
+        siger("run", tmp_path / "one.json", "-o", tmp_path / "one", env=env), env=env, check=True, capture_output=True
+    )
     torchrun = Path(sys.executable).with_name("torchrun")
     out = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sigerlm.cli", "run", str(tmp_path / "two.json"),
-         "-o", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "sigerlm.cli",
+            "run",
+            str(tmp_path / "two.json"),
+            "-o",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     a, b = losses(tmp_path / "one" / "metrics.jsonl"), losses(tmp_path / "two" / "metrics.jsonl")
     assert len(a) == len(b) == 6
-    assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5

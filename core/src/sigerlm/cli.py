@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,7 +20,7 @@ from sigerlm.errors import SigerError
 from sigerlm.plugins import SigerPluginManager, make_plugin_manager
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a manifest value: key.path=value (YAML value), repeatable."),
 ]
 
@@ -100,7 +100,7 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
         resume: Annotated[bool, typer.Option("--resume", help="Continue an unfinished run in its out_dir.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Overwrite a finished or unfinished run.")] = False,
         out_dir: Annotated[
-            Optional[Path], typer.Option("--out-dir", "-o", help="Run folder (default: the manifest's out_dir).")
+            Path | None, typer.Option("--out-dir", "-o", help="Run folder (default: the manifest's out_dir).")
         ] = None,
     ) -> None:
         """Validate a manifest, then run its steps in order, recording everything in out_dir."""
@@ -116,12 +116,14 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
         console = _console(stderr=False)
         for step in result.results.get("steps", []):
             numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in step.get("results", {}).items())
-            console.print(f"step {step['index']} {step['use']}: {numbers or 'done'} ({step['seconds']} s)", markup=False)
+            console.print(
+                f"step {step['index']} {step['use']}: {numbers or 'done'} ({step['seconds']} s)", markup=False
+            )
         console.print(f"run {resolved.manifest.name} {result.status}: {result.out_dir}", markup=False)
 
     @app.command("manifest-schema")
     def manifest_schema_command(
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
     ) -> None:
         """Print the JSON schema of the manifest format."""
         from sigerlm.manifest import manifest_json_schema

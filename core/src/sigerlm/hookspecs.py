@@ -7,7 +7,8 @@ lifecycle hooks are a verb and a noun (``prepare_run``, ``run_finished``).
 ``register`` is a callback with the signature ``register(name, factory, options=None,
 description=None)``. ``options`` is a pydantic model (``extra="forbid"``) that validates the
 component's options in a manifest; ``factory`` is called with the context of its kind
-(positionally, see each hook) and the validated options as keyword arguments. The host
+(positionally, see each hook) followed by the validated options object: ``factory(*context,
+options)``. The host
 records which plugin registered each component: when two plugins register one name, a
 manifest picks one with ``plugin:name``.
 

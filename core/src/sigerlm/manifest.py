@@ -496,8 +496,14 @@ def _init_from(manifest: Manifest, source: ManifestSource, problems: list[Proble
     assert model is not None and model.init_from is not None
     where: tuple[str | int, ...] = ("model", "init_from")
     if model.profile is not None:
-        problems.append(Problem("model.profile", "give either model.profile or model.init_from: the folder's config "
-                                "fixes the model's shape", None, source.line(("model", "profile"))))
+        problems.append(
+            Problem(
+                "model.profile",
+                "give either model.profile or model.init_from: the folder's config fixes the model's shape",
+                None,
+                source.line(("model", "profile")),
+            )
+        )
         return None
     try:
         saved, meta = read_config(model.init_from)
@@ -563,8 +569,8 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
             problems.extend(pydantic_problems(exc, component.options, path, source))
             continue
         out_dir = Path(manifest.out_dir) if manifest.out_dir else Path("runs") / manifest.name
-        for field, item in missing_inputs(options, out_dir):
-            where = path + tuple(int(p) if p.isdigit() else p for p in re.split(r"[\[\]]+", field) if p)
+        for option, item in missing_inputs(options, out_dir):
+            where = path + tuple(int(p) if p.isdigit() else p for p in re.split(r"[\[\]]+", option) if p)
             problems.append(Problem(format_path(where), f"{item}: file or folder not found", None, source.line(where)))
         resolved[path] = ResolvedComponent(path, kind, component, options)
     if problems:

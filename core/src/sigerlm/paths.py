@@ -25,6 +25,4 @@ def data_dir(explicit: str | Path | None = None) -> Path:
         if candidate.is_dir():
             return candidate
         tried.append(str(candidate))
-    raise SigerError(
-        f"data folder not found (tried {', '.join(tried)}); point at it with --data-dir or SIGER_DATA_DIR"
-    )
+    raise SigerError(f"data folder not found (tried {', '.join(tried)}); point at it with --data-dir or SIGER_DATA_DIR")

@@ -268,7 +268,9 @@ def make_plugin_manager(
 
 
 def _spec_names(pm: SigerPluginManager) -> list[str]:
-    return [name for name, caller in vars(pm.hook).items() if isinstance(caller, pluggy.HookCaller) and caller.has_spec()]
+    return [
+        name for name, caller in vars(pm.hook).items() if isinstance(caller, pluggy.HookCaller) and caller.has_spec()
+    ]
 
 
 def _version(dist: str) -> str | None:

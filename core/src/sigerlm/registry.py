@@ -93,8 +93,7 @@ class Registry:
         for existing in self._by_name.get(component.name, []):
             if existing.plugin == component.plugin:
                 raise ComponentError(
-                    f"plugin '{component.plugin}' registers {SINGULAR[self.kind]} "
-                    f"'{component.name}' twice"
+                    f"plugin '{component.plugin}' registers {SINGULAR[self.kind]} '{component.name}' twice"
                 )
         self._by_name.setdefault(component.name, []).append(component)
 
@@ -135,9 +134,7 @@ class Registry:
         elif len(candidates) > 1:
             owners = " and ".join(f"'{c.plugin}'" for c in candidates)
             choices = ", ".join(f"'{c.qualified_name}'" for c in candidates)
-            raise ComponentError(
-                f"{what} '{name}' is registered by plugins {owners}; choose one with {choices}"
-            )
+            raise ComponentError(f"{what} '{name}' is registered by plugins {owners}; choose one with {choices}")
         message = f"unknown {what} '{ref}'"
         suggestion = closest(ref, self.names())
         if suggestion:

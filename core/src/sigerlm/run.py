@@ -58,7 +58,7 @@ class Run:
     logger: logging.Logger = log
 
     @property
-    def manifest(self):  # noqa: ANN201 - sigerlm.manifest.Manifest
+    def manifest(self):
         return self.resolved.manifest
 
     @property
@@ -137,7 +137,11 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 def manifest_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two resolved manifests (``steps[0].lr: 0.1 -> 0.2``)."""
     a, b = _flat(old), _flat(new)
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 @contextlib.contextmanager
@@ -173,8 +177,7 @@ def _check_folder(out_dir: Path, resolved: ResolvedManifest, resume: bool, force
         if status == "finished":
             raise RunFolderError(f"{out_dir} holds a finished run; use --force to overwrite it")
         raise RunFolderError(
-            f"{out_dir} holds an unfinished run (status {status}); continue it with --resume "
-            "or start over with --force"
+            f"{out_dir} holds an unfinished run (status {status}); continue it with --resume or start over with --force"
         )
     if record.get("manifest_sha256") != resolved.digest():
         old_path = out_dir / "manifest.resolved.yaml"
@@ -233,9 +236,15 @@ def execute(
                 atomic_write_json(out / "plugins.json", [r.to_dict() for r in pm.plugin_records()])
                 atomic_write_json(out / RUN_FILE, record)
             random.seed(run.seed)
-            log.info("run %s: %d steps, out_dir %s%s", run.name, len(run.manifest.steps), out, " (resumed)" if previous else "")
+            log.info(
+                "run %s: %d steps, out_dir %s%s",
+                run.name,
+                len(run.manifest.steps),
+                out,
+                " (resumed)" if previous else "",
+            )
             pm.hook.prepare_run(run=run)
-            for index, spec in enumerate(run.manifest.steps):
+            for index in range(len(run.manifest.steps)):
                 step = resolved.component("steps", index)
                 if index in completed:
                     log.info("step %d (%s) already done: skipped", index, step.component.qualified_name)

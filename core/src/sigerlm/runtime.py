@@ -67,4 +67,3 @@ class TorchRuntime:
             picked = [TorchRuntime.select_rows(s, rows) for s in state]
             return type(state)(picked) if isinstance(state, tuple) else picked
         return state
-

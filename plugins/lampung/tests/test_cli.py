@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from sigerlm_lampung import service
 from sigerlm_lampung.cli import app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -33,8 +34,11 @@ def test_stdin_one_translation_a_line_in_order(shared):
 
 
 def test_json_adds_stage_and_confidence(shared):
-    out = runner.invoke(app, ["translate", "--from", "ind", "--to", "abl", "--json"],
-                        input="saya mau makan ikan\nrumah itu tidak bagus\n")
+    out = runner.invoke(
+        app,
+        ["translate", "--from", "ind", "--to", "abl", "--json"],
+        input="saya mau makan ikan\nrumah itu tidak bagus\n",
+    )
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.output.splitlines()]
     assert [r["stage"] for r in rows] == ["exact", "learned"]
@@ -76,8 +80,9 @@ def test_translate_builds_from_a_data_folder(tiny_data):
 
 
 def test_eval_writes_json_and_markdown(tiny_data, tmp_path):
-    out = runner.invoke(app, ["eval", "--data-dir", str(tiny_data), "--folds", "2", "--no-router",
-                              "--out", str(tmp_path / "eval.json")])
+    out = runner.invoke(
+        app, ["eval", "--data-dir", str(tiny_data), "--folds", "2", "--no-router", "--out", str(tmp_path / "eval.json")]
+    )
     assert out.exit_code == 0, out.output
     report = json.loads((tmp_path / "eval.json").read_text())
     split = report["split"]["results"]
@@ -95,11 +100,16 @@ def test_eval_writes_json_and_markdown(tiny_data, tmp_path):
 def test_chat_routes_plain_messages(shared, monkeypatch):
     from sigerlm_lampung.router import LanguageId, Router
 
-    model = LanguageId().fit(["nyak haga mengan punyeu", "nikeu ago dak pasar", "saya mau makan", "i want to eat"],
-                             ["abl", "abl", "ind", "eng"])
+    model = LanguageId().fit(
+        ["nyak haga mengan punyeu", "nikeu ago dak pasar", "saya mau makan", "i want to eat"],
+        ["abl", "abl", "ind", "eng"],
+    )
     monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
-    out = runner.invoke(app, ["chat"], input="nikeu ago dak pasar\nterjemahkan ke bahasa Lampung: saya mau makan\n"
-                                             "i want to eat\n/chat halo\n/nope\n")
+    out = runner.invoke(
+        app,
+        ["chat"],
+        input="nikeu ago dak pasar\nterjemahkan ke bahasa Lampung: saya mau makan\ni want to eat\n/chat halo\n/nope\n",
+    )
     assert out.exit_code == 0, out.output
     text = out.output
     assert "(lampung_to_id) kamu mau ke pasar" in text
@@ -110,8 +120,22 @@ def test_chat_routes_plain_messages(shared, monkeypatch):
 
 def test_eval_on_a_pair_file_trains_without_its_pairs(tiny_data, tmp_path):
     file = tiny_data / "lampung" / "splits" / "valid.jsonl"
-    out = runner.invoke(app, ["eval", "--data-dir", str(tiny_data), "--file", str(file), "--folds", "0", "--no-router",
-                              "--no-english", "--out", str(tmp_path / "eval.json")])
+    out = runner.invoke(
+        app,
+        [
+            "eval",
+            "--data-dir",
+            str(tiny_data),
+            "--file",
+            str(file),
+            "--folds",
+            "0",
+            "--no-router",
+            "--no-english",
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     report = json.loads((tmp_path / "eval.json").read_text())["split"]
     assert report["split"] == str(file) and report["rows"] == 5
@@ -122,16 +146,30 @@ def test_eval_on_a_pair_file_trains_without_its_pairs(tiny_data, tmp_path):
 
 def test_model_fallback_from_a_model_folder(tiny_data, tmp_path):
     import torch
+
     from sigerlm.model.config import SigerConfig
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
-    tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino mak sihat"] * 20, vocab_size=300,
-                             min_frequency=1)
+    tok = BPETokenizer.train(
+        ["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino mak sihat"] * 20, vocab_size=300, min_frequency=1
+    )
     torch.manual_seed(0)
     SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
-    out = runner.invoke(app, ["translate", "--data-dir", str(tiny_data), "--model", str(tmp_path / "model"),
-                              "--fallback-below", "0.99", "--json"], input="zwqxyl kuyuk\nKuyuk ino mak sihat\n")
+    out = runner.invoke(
+        app,
+        [
+            "translate",
+            "--data-dir",
+            str(tiny_data),
+            "--model",
+            str(tmp_path / "model"),
+            "--fallback-below",
+            "0.99",
+            "--json",
+        ],
+        input="zwqxyl kuyuk\nKuyuk ino mak sihat\n",
+    )
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.output.splitlines()]
     # an untrained model may say nothing useful: then the learned answer stays; never an empty line

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from sigerlm.errors import SigerError
 from sigerlm.paths import data_dir
 from sigerlm_lampung.data import check_pair_file, check_pair_files

@@ -25,7 +25,9 @@ SIGER = ("sigerlm", "_sigerlm", "_editable_impl_", "__editable__", "siger_hello"
 def sh(args, **kwargs):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGER_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(kwargs.pop("env", {}))
-    out = subprocess.run([str(a) for a in args], check=False, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+    out = subprocess.run(
+        [str(a) for a in args], check=False, env=env, capture_output=True, text=True, timeout=600, **kwargs
+    )
     assert out.returncode == 0, f"{args} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 
@@ -58,11 +60,18 @@ def test_lampung_in_a_fresh_venv_with_core_and_text(tmp_path):
     assert plugins["lampung"]["components"] == {"datasets": ["lampung-parallel"]}
 
     env = {"SIGER_DATA_DIR": str(data_dir()), "SIGER_CACHE_DIR": str(tmp_path / "cache")}
-    out = sh([venv / "bin" / "siger", "lampung", "translate", "--from", "abl", "--to", "ind", "--json"],
-             input="Nyak haga mengan punyeu\nsanak ino mak sihat\n", env=env, cwd=tmp_path)
+    out = sh(
+        [venv / "bin" / "siger", "lampung", "translate", "--from", "abl", "--to", "ind", "--json"],
+        input="Nyak haga mengan punyeu\nsanak ino mak sihat\n",
+        env=env,
+        cwd=tmp_path,
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["stage"] for r in rows] == ["exact", "learned"]
     assert rows[1]["text"] == "anak itu tidak sehat"
-    out = sh([venv / "bin" / "siger", "lampung", "translate", "--from", "ind", "--to", "abl", "rumah itu tidak bagus"],
-             env=env, cwd=tmp_path)
+    out = sh(
+        [venv / "bin" / "siger", "lampung", "translate", "--from", "ind", "--to", "abl", "rumah itu tidak bagus"],
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.strip() == "nuwo ino mak wawai"

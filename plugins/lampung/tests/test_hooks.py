@@ -4,6 +4,7 @@ serving plugin."""
 import types
 
 import pytest
+
 from sigerlm.testing import add_plugin
 from sigerlm_lampung import hooks
 
@@ -14,8 +15,13 @@ def test_chat_commands_through_the_text_plugin(plugin_manager, monkeypatch, tran
     from sigerlm_text import hooks as text_hooks
     from sigerlm_text.chat_session import collect_commands
 
-    monkeypatch.setattr(service, "get_translator", lambda data_dir=None, meizano_path=None, generate=None, fallback_below=0.5:
-                        Translator(translator.systems, translator.lms, generate, fallback_below, extend=translator.extend))
+    monkeypatch.setattr(
+        service,
+        "get_translator",
+        lambda data_dir=None, meizano_path=None, generate=None, fallback_below=0.5: Translator(
+            translator.systems, translator.lms, generate, fallback_below, extend=translator.extend
+        ),
+    )
     add_plugin(plugin_manager, text_hooks, "text")
     add_plugin(plugin_manager, hooks, "lampung")
     commands = collect_commands(plugin_manager)
@@ -35,8 +41,9 @@ def test_reason_and_auto(monkeypatch, translator):
     from sigerlm_lampung.translator import Translator
 
     monkeypatch.setattr(service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms))
-    model = LanguageId().fit(["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"],
-                             ["abl", "ind", "eng"])
+    model = LanguageId().fit(
+        ["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"], ["abl", "ind", "eng"]
+    )
     monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
     text = chat.reason(None, "sanak ino")
     assert text.splitlines()[0].startswith("sanak: anak (phrase table")
@@ -49,8 +56,14 @@ def test_reason_and_auto(monkeypatch, translator):
 def test_the_dataset_renders_instruction_rows(tiny_data, tmp_path, plugin_manager):
     pytest.importorskip("tiktoken")
     run = types.SimpleNamespace(seed=0, rank=0, world_size=1, out_dir=tmp_path, state={})
-    options = hooks.LampungParallelOptions(split="train", data_dir=str(tiny_data), tokenizer="tiktoken", seq_len=64,
-                                           batch_size=2, directions=["abl-ind", "ind-abl"])
+    options = hooks.LampungParallelOptions(
+        split="train",
+        data_dir=str(tiny_data),
+        tokenizer="tiktoken",
+        seq_len=64,
+        batch_size=2,
+        directions=["abl-ind", "ind-abl"],
+    )
     dataset = hooks.lampung_parallel(run, **options.model_dump())
     batches = list(dataset)
     assert len(batches) == len(dataset) > 0
@@ -75,10 +88,18 @@ def test_a_manifest_trains_on_lampung_parallel(plugin_manager, run_manifest, tin
 
     add_plugin(plugin_manager, text_hooks, "text")
     add_plugin(plugin_manager, hooks, "lampung")
-    data = {"use": "lampung-parallel", "data_dir": str(tiny_data), "tokenizer": "tiktoken", "seq_len": 48,
-            "batch_size": 4}
+    data = {
+        "use": "lampung-parallel",
+        "data_dir": str(tiny_data),
+        "tokenizer": "tiktoken",
+        "seq_len": 48,
+        "batch_size": 4,
+    }
     manifest = {
-        "siger": 1, "name": "lampung-parallel", "plugins": ["text", "lampung"], "seed": 0,
+        "siger": 1,
+        "name": "lampung-parallel",
+        "plugins": ["text", "lampung"],
+        "seed": 0,
         "model": {"profile": "tiny", "config": {"max_seq_len": 64}, "adapter": {"use": "text", "vocab_size": 100300}},
         "data": {"train": {**data, "directions": ["abl-ind", "ind-abl"]}, "valid": {**data, "split": "valid"}},
         "steps": [{"use": "train", "max_steps": 2, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2}],
@@ -93,6 +114,7 @@ def test_a_manifest_trains_on_lampung_parallel(plugin_manager, run_manifest, tin
 
 def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypatch, translator, plugin_manager):
     import torch
+
     from sigerlm.model.config import SigerConfig
     from sigerlm.runtime import TorchRuntime
     from sigerlm_lampung import chat, service
@@ -104,10 +126,12 @@ def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypa
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
-    monkeypatch.setattr(service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms,
-                                                                           kw.get("generate")))
-    model = LanguageId().fit(["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"],
-                             ["abl", "ind", "eng"])
+    monkeypatch.setattr(
+        service, "get_translator", lambda **kw: Translator(translator.systems, translator.lms, kw.get("generate"))
+    )
+    model = LanguageId().fit(
+        ["nyak haga mengan punyeu sanak", "saya mau makan apa itu", "i want to eat"], ["abl", "ind", "eng"]
+    )
     monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
     tok = BPETokenizer.train(["halo apa kabar", "nyak haga mengan"] * 20, vocab_size=300, min_frequency=1)
     torch.manual_seed(0)
@@ -119,8 +143,10 @@ def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypa
 
     reply = session.send("nyak haga mengan punyeu")
     assert reply.startswith("(lampung_to_id) ") and "makan ikan" in reply
-    assert session.history[-2:] == [{"role": "user", "content": "nyak haga mengan punyeu"},
-                                    {"role": "assistant", "content": reply}]
+    assert session.history[-2:] == [
+        {"role": "user", "content": "nyak haga mengan punyeu"},
+        {"role": "assistant", "content": reply},
+    ]
     session.send("saya mau makan apa")  # Indonesian chat: the model answers
     assert session.history[-1]["role"] == "assistant" and not session.history[-1]["content"].startswith("(")
     assert not chat.chat(session, "nyak haga mengan punyeu").startswith("(lampung_to_id)")  # /chat: the model

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from sigerlm_lampung import morph
 from sigerlm_lampung.align import extract_phrases, symmetrize, train_lexical
 from sigerlm_lampung.learned import PhraseModel
@@ -28,8 +29,16 @@ def split(pairs):
 def test_em_learns_the_word_translations():
     model = train_lexical(split(PAIRS), 5, 5)
     table = model.table()
-    for lo, ind in [("nyak", "saya"), ("nikeu", "kamu"), ("mengan", "makan"), ("punyeu", "ikan"), ("mak", "tidak"),
-                    ("sanak", "anak"), ("ino", "itu"), ("yo", "dia")]:
+    for lo, ind in [
+        ("nyak", "saya"),
+        ("nikeu", "kamu"),
+        ("mengan", "makan"),
+        ("punyeu", "ikan"),
+        ("mak", "tidak"),
+        ("sanak", "anak"),
+        ("ino", "itu"),
+        ("yo", "dia"),
+    ]:
         assert max(table[lo], key=table[lo].get) == ind, lo
     # t(. | f) is a distribution for every source word
     for row in model.table(min_prob=0.0).values():
@@ -101,7 +110,13 @@ def test_a_phrase_model_translates_unseen_combinations():
     lm_lo = NgramLM.fit([a for a, _ in PAIRS])
     best = lo_ind.translate(["kuyuk", "ino", "mak", "mengan", "punyeu"], lm_ind)[0]
     assert best.words == ["anjing", "itu", "tidak", "makan", "ikan"] and not best.unknown
-    assert ind_lo.translate(["anjing", "itu", "tidak", "makan", "ikan"], lm_lo)[0].words == ["kuyuk", "ino", "mak", "mengan", "punyeu"]
+    assert ind_lo.translate(["anjing", "itu", "tidak", "makan", "ikan"], lm_lo)[0].words == [
+        "kuyuk",
+        "ino",
+        "mak",
+        "mengan",
+        "punyeu",
+    ]
     copied = lo_ind.translate(["kuyuk", "xyzzy"], lm_ind)[0]
     assert copied.words == ["anjing", "xyzzy"] and copied.unknown == ["xyzzy"]
 

@@ -1,6 +1,7 @@
 """The language identifier's held-out accuracy and the intent routing."""
 
 import pytest
+
 from sigerlm_lampung.router import LanguageId, Router, route_accuracy, train_language_id
 
 
@@ -45,7 +46,10 @@ def test_shared_harness_routes(trained):
     from sigerlm.paths import data_dir
 
     router = Router(trained[0])
-    rows = [json.loads(line) for line in (data_dir() / "general" / "harness" / "lampung_router.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (data_dir() / "general" / "harness" / "lampung_router.jsonl").read_text().splitlines()
+    ]
     assert all(router.route(r["prompt"]).intent == r["expected_route"] for r in rows)
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sigerlm.errors import SigerError
 from sigerlm_lampung import data as d
 from sigerlm_lampung.builders import chat_rows, instruction_rows, write_datasets
@@ -22,12 +23,18 @@ def test_normalize_case_punctuation_apostrophes_whitespace():
 
 def test_quality_flags_are_honoured():
     base = {"english": "", "source": "rajotuho", "type": "sentence_pair"}
-    swapped = d.clean_row({**base, "lampung": "Burung Hantu", "indonesian": "Kemiyak",
-                           "quality_flags": ["suspect_swapped_sides"]})
+    swapped = d.clean_row(
+        {**base, "lampung": "Burung Hantu", "indonesian": "Kemiyak", "quality_flags": ["suspect_swapped_sides"]}
+    )
     assert (swapped.lampung, swapped.indonesian) == ("Kemiyak", "Burung Hantu")
     assert d.clean_row({**base, "lampung": "a", "indonesian": "b", "quality_flags": ["misaligned_turns"]}) is None
     assert d.clean_row({**base, "lampung": "a", "indonesian": "b", "quality_flags": ["scrape_noise"]}) is None
-    dialect_a = {**base, "lampung": "Nyak haga ngebeli", "indonesian": "saya mau beli", "quality_flags": ["dialect_A_article"]}
+    dialect_a = {
+        **base,
+        "lampung": "Nyak haga ngebeli",
+        "indonesian": "saya mau beli",
+        "quality_flags": ["dialect_A_article"],
+    }
     assert d.clean_row(dialect_a) is None
     assert d.clean_row(dialect_a, keep_dialect_a=True) is not None
     assert d.clean_row({**base, "lampung": "", "indonesian": "b"}) is None
@@ -46,13 +53,22 @@ def test_shared_splits_load_clean_and_deduplicated():
 def test_meizano_is_read_from_its_path_with_dialects(tmp_path):
     path = tmp_path / "dict.jsonl"
     # made-up rows in the dictionary's schema and with its kinds of noise
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"indonesian": "contoh", "lampung": "conto heu", "dialect": "nyo"},
-        {"indonesian": "Uji", "lampung": "ujei.ujo (coba)", "dialect": ""},
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"indonesian": "contoh", "lampung": "conto heu", "dialect": "nyo"},
+                {"indonesian": "Uji", "lampung": "ujei.ujo (coba)", "dialect": ""},
+            ]
+        )
+        + "\n"
+    )
     entries = d.read_meizano(path)
     assert [(e.indonesian, e.lampung, e.dialect) for e in entries] == [
-        ("contoh", "conto heu", "nyo"), ("uji", "ujei", ""), ("uji", "ujo", "")]
+        ("contoh", "conto heu", "nyo"),
+        ("uji", "ujei", ""),
+        ("uji", "ujo", ""),
+    ]
     with pytest.raises(SigerError, match="meizano dictionary not found"):
         d.read_meizano(tmp_path / "missing.jsonl")
     path.write_text("{broken\n")

@@ -2,6 +2,7 @@
 affixes, unknown words, English (direct and pivot), the model fallback, bad input."""
 
 import pytest
+
 from sigerlm.errors import SigerError
 from sigerlm_lampung import data as d
 from sigerlm_lampung.text import normalize
@@ -18,13 +19,16 @@ def test_exact_lookup(translator):
     assert normalize(r.text) in {"saya mau makan ikan", "aku mau makan ikan"}
 
 
-@pytest.mark.parametrize("text, direction, expected", [
-    # known words in orders and combinations that no pair has
-    ("punyeu ino mak wawai", "abl-ind", "ikan itu tidak bagus"),
-    ("sanak ino haga mengan punyeu di nuwo", "abl-ind", "anak itu mau makan ikan di rumah"),
-    ("anak itu mau makan ikan di rumah", "ind-abl", "sanak ino haga mengan punyeu di nuwo"),
-    ("rumah itu tidak bagus", "ind-abl", "nuwo ino mak wawai"),
-])
+@pytest.mark.parametrize(
+    "text, direction, expected",
+    [
+        # known words in orders and combinations that no pair has
+        ("punyeu ino mak wawai", "abl-ind", "ikan itu tidak bagus"),
+        ("sanak ino haga mengan punyeu di nuwo", "abl-ind", "anak itu mau makan ikan di rumah"),
+        ("anak itu mau makan ikan di rumah", "ind-abl", "sanak ino haga mengan punyeu di nuwo"),
+        ("rumah itu tidak bagus", "ind-abl", "nuwo ino mak wawai"),
+    ],
+)
 def test_unseen_combinations_come_from_the_learned_stage(translator, text, direction, expected):
     assert not known(translator, text, direction)
     src, tgt = direction.split("-")
@@ -100,6 +104,7 @@ def test_low_confidence_asks_the_model_with_hints(translator):
 
 def test_fallback_through_a_real_sigerlm_generator(translator):
     import torch
+
     from sigerlm.model.config import SigerConfig
     from sigerlm.runtime import TorchRuntime
     from sigerlm_lampung.service import generator_generate
@@ -108,12 +113,18 @@ def test_fallback_through_a_real_sigerlm_generator(translator):
     from sigerlm_text.model import SigerLM
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
-    tok = BPETokenizer.train(["Terjemahkan Lampung O ke Bahasa Indonesia: nyak haga mengan"] * 20, vocab_size=300,
-                             min_frequency=1)
+    tok = BPETokenizer.train(
+        ["Terjemahkan Lampung O ke Bahasa Indonesia: nyak haga mengan"] * 20, vocab_size=300, min_frequency=1
+    )
     torch.manual_seed(0)
     model = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
-    t = Translator(translator.systems, translator.lms, generator_generate(Generator(TorchRuntime(model), tok)),
-                   fallback_below=0.99, extend=translator.extend)
+    t = Translator(
+        translator.systems,
+        translator.lms,
+        generator_generate(Generator(TorchRuntime(model), tok)),
+        fallback_below=0.99,
+        extend=translator.extend,
+    )
     r = t.translate("zwqxyl mengan", "abl", "ind")
     assert r.stage in {"model", "learned"}  # an untrained model may answer nothing; then the learned answer stays
     assert r.text

@@ -59,9 +59,7 @@ def test_default_targets_wrap_mamba_projections_and_keep_base_names(base_dir):
     trainable, total = train_only(model, "chat")
     expected = sum(4 * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, LoraLinear))
     assert trainable == expected and total == expected + sum(v.numel() for v in before.values())
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        n for n in state if ".lora_" in n
-    }
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n in state if ".lora_" in n}
 
 
 def test_targets_by_pattern_and_unknown_target_error(base_dir):
@@ -187,7 +185,8 @@ def test_merge_equals_unmerged_model(base_dir, tmp_path):
     assert (unmerged - load(base_dir)(x).logits).abs().max().item() > 1e-3  # the adapter mattered
     # merging in place gives the same weights as the exported folder
     merge_adapter(model, "lampung")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), merged.state_dict().values()))
+    pairs = zip(model.state_dict().values(), merged.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_siger_lora_merge_and_info_commands(base_dir, tmp_path, capsys):

@@ -48,16 +48,37 @@ def manager():
 
 def manifest(base_dir, pairs_file, **train):
     return {
-        "siger": 1, "name": "tune", "plugins": ["text", "lora"],
+        "siger": 1,
+        "name": "tune",
+        "plugins": ["text", "lora"],
         "model": {"init_from": str(base_dir), "transforms": [{"use": "lora", "rank": 4, "alpha": 8}]},
-        "data": {"train": {"use": "instruction_jsonl", "files": [str(pairs_file)], "templates": TEMPLATES,
-                           "batch_size": 4, "seq_len": 48}},
+        "data": {
+            "train": {
+                "use": "instruction_jsonl",
+                "files": [str(pairs_file)],
+                "templates": TEMPLATES,
+                "batch_size": 4,
+                "seq_len": 48,
+            }
+        },
         "steps": [
-            {"use": "eval-generation", "name": "before", "files": [str(pairs_file)], "templates": TEMPLATES,
-             "limit": 4, "max_new_tokens": 6},
+            {
+                "use": "eval-generation",
+                "name": "before",
+                "files": [str(pairs_file)],
+                "templates": TEMPLATES,
+                "limit": 4,
+                "max_new_tokens": 6,
+            },
             {"use": "train", "lr": 0.01, "save_model": "adapter", "progress": False, "plot": False, **train},
-            {"use": "eval-generation", "name": "after", "files": [str(pairs_file)], "templates": TEMPLATES,
-             "limit": 4, "max_new_tokens": 6},
+            {
+                "use": "eval-generation",
+                "name": "after",
+                "files": [str(pairs_file)],
+                "templates": TEMPLATES,
+                "limit": 4,
+                "max_new_tokens": 6,
+            },
             {"use": "capture"},
         ],
     }
@@ -65,7 +86,9 @@ def manifest(base_dir, pairs_file, **train):
 
 def test_tuning_trains_only_the_adapter(base_dir, pairs_file, tmp_path):
     base = read_tensors(base_dir / "model.safetensors")
-    result = run_manifest_with(manager(), manifest(base_dir, pairs_file, max_steps=4, checkpoint_every=2), tmp_path / "run")
+    result = run_manifest_with(
+        manager(), manifest(base_dir, pairs_file, max_steps=4, checkpoint_every=2), tmp_path / "run"
+    )
     assert result.status == "finished"
     trained = CAPTURED.pop("model")
     state = trained.state_dict()
@@ -84,8 +107,11 @@ def test_tuning_trains_only_the_adapter(base_dir, pairs_file, tmp_path):
     meta, tensors = read_adapter(tmp_path / "run" / "adapter")
     assert meta["base_model"] == str(base_dir) and meta["rank"] == 4
     train_result = result.results["steps"][1]["results"]
-    assert sum(t.numel() for t in tensors.values()) == train_result["trainable_parameters"] == sum(
-        v.numel() for v in lora.values())
+    assert (
+        sum(t.numel() for t in tensors.values())
+        == train_result["trainable_parameters"]
+        == sum(v.numel() for v in lora.values())
+    )
     model = SigerLM.from_pretrained(base_dir)
     load_adapter(model, tmp_path / "run" / "adapter")
     x = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(0))
@@ -104,10 +130,16 @@ def test_eval_generation_scores_before_and_after(base_dir, pairs_file, tmp_path)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     text = json.dumps(metrics)
     for name in ("before", "after"):
-        predictions = [json.loads(line) for line in (tmp_path / "run" / f"{name}.predictions.jsonl").read_text().splitlines()]
+        predictions = [
+            json.loads(line) for line in (tmp_path / "run" / f"{name}.predictions.jsonl").read_text().splitlines()
+        ]
         assert len(predictions) == 8 and {p["template"] for p in predictions} == {"lampung_to_id", "id_to_lampung"}
         assert {p["reference"] for p in predictions if p["template"] == "lampung_to_id"} <= {
-            "saya mau makan", "kamu mau minum", "kami pergi ke pasar", "apa kabar"}
+            "saya mau makan",
+            "kamu mau minum",
+            "kami pergi ke pasar",
+            "apa kabar",
+        }
     assert "chrf_pp" in text and "lampung_to_id" in text
 
 
@@ -119,8 +151,9 @@ def test_resume_continues_from_adapter_only_checkpoints(base_dir, pairs_file, tm
     run_manifest_with(manager(), manifest(base_dir, pairs_file, max_steps=4, **steps), tmp_path / "full")
     CAPTURED.clear()
     # the same run, stopped after step 2: only its first checkpoint exists
-    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-00000002",
-                    tmp_path / "resumed" / "checkpoints" / "step-00000002")
+    shutil.copytree(
+        tmp_path / "full" / "checkpoints" / "step-00000002", tmp_path / "resumed" / "checkpoints" / "step-00000002"
+    )
     from sigerlm.manifest import load_manifest
     from sigerlm.run import Run
 
@@ -142,12 +175,12 @@ def test_adapter_checkpoint_of_another_shape_is_refused(base_dir, pairs_file, tm
     CAPTURED.clear()
     other = manifest(base_dir, pairs_file, max_steps=4, checkpoint_every=2)
     other["model"]["transforms"] = [{"use": "lora", "rank": 2, "targets": ["in_proj"]}]
+    import shutil
+
     from sigerlm.manifest import load_manifest
     from sigerlm.model.checkpoint import CheckpointError
     from sigerlm.run import Run
     from sigerlm.training.train import train
-
-    import shutil
 
     shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
     resolved, pm = load_manifest(other, pm=manager())

@@ -7,7 +7,6 @@ pytest_plugins = ["sigerlm.testing"]
 def shared_bpe():
     """A BPE trained on every text file of ../shared/data (about two seconds)."""
     from sigerlm.paths import data_dir
-
     from sigerlm_text.corpus_text import iter_documents
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 

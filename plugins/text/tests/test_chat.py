@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import torch
+
 from sigerlm import hookimpl
 from sigerlm.model.config import SigerConfig
 from sigerlm.runtime import TorchRuntime
 from sigerlm.testing import add_plugin
-
 from sigerlm_text import hooks
 from sigerlm_text.chat_session import ChatSession, PromptBuilder, collect_commands
 from sigerlm_text.generation import GenerationConfig, Generator
@@ -70,11 +70,15 @@ def test_plugins_answer_plain_messages_before_the_model(plugin_manager):
     s, _ = session(config=GenerationConfig(max_new_tokens=3))
     s.router = collect_router(plugin_manager)
     assert s.send("!nyak haga") == "translated: nyak haga"
-    assert s.history == [{"role": "user", "content": "!nyak haga"}, {"role": "assistant", "content": "translated: nyak haga"}]
+    assert s.history == [
+        {"role": "user", "content": "!nyak haga"},
+        {"role": "assistant", "content": "translated: nyak haga"},
+    ]
     model_reply = s.send("halo")  # not the router's: the model answers, after the routed turn
     assert not model_reply.startswith("translated") and s.history[-2] == {"role": "user", "content": "halo"}
     assert s.prompt_ids()[: len(s.builder.build(s.history[:2], open_assistant=False))] == s.builder.build(
-        s.history[:2], open_assistant=False)  # the routed turn is part of the conversation
+        s.history[:2], open_assistant=False
+    )  # the routed turn is part of the conversation
     s.routing = False
     assert not s.send("!nyak").startswith("translated")
 
@@ -84,8 +88,13 @@ def test_siger_chat_with_piped_input(tmp_path):
     model.save_pretrained(tmp_path / "m")
     siger = Path(sys.executable).with_name("siger")
     lines = "halo\n/temp 0.7\n/temp hot\n/system Jawab singkat.\n/nope\n/help\nlagi\n/reset\n/exit\nnot read\n"
-    out = subprocess.run([siger, "chat", tmp_path / "m", "--max-new-tokens", "5", "--seed", "1"], input=lines,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [siger, "chat", tmp_path / "m", "--max-new-tokens", "5", "--seed", "1"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "(temperature 0.7)" in text

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sigerlm.errors import SigerError
 from sigerlm.paths import data_dir
 from sigerlm.testing import add_plugin
-
 from sigerlm_text import hooks
 from sigerlm_text.chat import instruction_to_messages, render
 from sigerlm_text.corpus import build_corpus, load_config
@@ -41,11 +41,14 @@ def test_chat_example_labels_exactly_the_assistant_content_and_its_end_turn(tok)
         {"role": "assistant", "content": "<thought>pikir</thought>Saya mau makan."},
     ]
     ids, trained = render(tok, messages)
-    pieces = [(tok.decode([i]), t) for i, t in zip(ids, trained)]
+    pieces = [(tok.decode([i]), t) for i, t in zip(ids, trained, strict=True)]
     labelled = "".join(p for p, t in pieces if t)
     assert labelled == "<thought>pikir</thought>Saya mau makan.<|end_turn|>"
     unlabelled = "".join(p for p, t in pieces if not t)
-    assert unlabelled == "<|system|>Kamu penerjemah.<|end_turn|><|user|>Nyak haga mengan <|system|><|end_turn|><|assistant|>"
+    assert (
+        unlabelled
+        == "<|system|>Kamu penerjemah.<|end_turn|><|user|>Nyak haga mengan <|system|><|end_turn|><|assistant|>"
+    )
     # the <|system|> typed inside the user's message is text, not the control token
     assert ids.count(tok.token_id("<|system|>")) == 1
     assert tok.token_id("<thought>") in ids
@@ -73,17 +76,32 @@ def test_instruction_templates_make_both_directions_of_a_pair(tok, tmp_path, mon
         {"instruction": "Terjemahkan ke bahasa Indonesia: {lampung}", "output": "{indonesian}"},
         {"instruction": "Translate to Lampung: {english}", "output": "{lampung}"},
     ]
-    ds = InstructionJsonl(FakeRun(), tok, [path], seq_len=64, batch_size=1, shuffle=False,
-                          options={"templates": templates, "where": {"dialect": "o"}},
-                          templates=templates, where={"dialect": ["o"]})
+    ds = InstructionJsonl(
+        FakeRun(),
+        tok,
+        [path],
+        seq_len=64,
+        batch_size=1,
+        shuffle=False,
+        options={"templates": templates, "where": {"dialect": "o"}},
+        templates=templates,
+        where={"dialect": ["o"]},
+    )
     assert ds.problems == []
     # row 1: one example (no English); row 2: two; row 3: dialect A, left out
     expected = [
-        [{"role": "user", "content": "Terjemahkan ke bahasa Indonesia: nyak haga mengan"},
-         {"role": "assistant", "content": "saya mau makan"}],
-        [{"role": "user", "content": "Terjemahkan ke bahasa Indonesia: api kabar"},
-         {"role": "assistant", "content": "apa kabar"}],
-        [{"role": "user", "content": "Translate to Lampung: how are you"}, {"role": "assistant", "content": "api kabar"}],
+        [
+            {"role": "user", "content": "Terjemahkan ke bahasa Indonesia: nyak haga mengan"},
+            {"role": "assistant", "content": "saya mau makan"},
+        ],
+        [
+            {"role": "user", "content": "Terjemahkan ke bahasa Indonesia: api kabar"},
+            {"role": "assistant", "content": "apa kabar"},
+        ],
+        [
+            {"role": "user", "content": "Translate to Lampung: how are you"},
+            {"role": "assistant", "content": "api kabar"},
+        ],
     ]
     assert ds.cache.meta["examples"] == 3
     got = [b["input_ids"][0].tolist() for b in ds]
@@ -91,19 +109,24 @@ def test_instruction_templates_make_both_directions_of_a_pair(tok, tmp_path, mon
 
 
 def test_conversation_batches_shift_labels_and_pad(tok, tmp_path):
-    rows = [{"instruction": "halo", "output": "apa kabar"}, {"instruction": "Saya mau makan nasi.", "output": "Nyak haga mengan."}]
+    rows = [
+        {"instruction": "halo", "output": "apa kabar"},
+        {"instruction": "Saya mau makan nasi.", "output": "Nyak haga mengan."},
+    ]
     path = tmp_path / "i.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n" + json.dumps({"instruction": "x"}) + "\n")
     ds = InstructionJsonl(FakeRun(), tok, [path], seq_len=64, batch_size=2, shuffle=False, options={})
-    assert ds.problems == [f"{path}:3: not valid JSON (Expecting property name enclosed in double quotes)",
-                           f"{path}:4: 'output' must be non-empty text"]
+    assert ds.problems == [
+        f"{path}:3: not valid JSON (Expecting property name enclosed in double quotes)",
+        f"{path}:4: 'output' must be non-empty text",
+    ]
     batch = next(iter(ds))
     ids, labels = batch["input_ids"], batch["labels"]
     assert ids.shape == labels.shape and ids.shape[0] == 2
     first_ids, first_mask = render(tok, instruction_to_messages(rows[0]))
     n = len(first_ids) - 1  # the first example is the shorter one: padded after its tokens
     assert ids[0, : n + 1].tolist() == first_ids
-    expected = [t if m else -100 for t, m in zip(first_ids[1:], first_mask[1:])]
+    expected = [t if m else -100 for t, m in zip(first_ids[1:], first_mask[1:], strict=True)]
     assert labels[0, :n].tolist() == expected
     assert (labels[0, n:] == -100).all() and (ids[0, n + 1 :] == tok.pad_id).all()
 
@@ -129,7 +152,10 @@ def test_text_completion_windows_and_the_cache(tok, tmp_path, cache):
 
 def test_ranks_read_disjoint_shards(tok, tmp_path):
     path = tmp_path / "c.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(8)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(8)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     seen = []
     for rank in (0, 1):
@@ -144,11 +170,22 @@ def test_datasets_in_a_manifest_with_the_text_adapter(plugin_manager, run_manife
     add_plugin(plugin_manager, hooks, "text")
     tok.save(tmp_path / "tok")
     path = tmp_path / "chat.jsonl"
-    path.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": "halo"}, {"role": "assistant", "content": "apa kabar"}]}) for _ in range(4)) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {"messages": [{"role": "user", "content": "halo"}, {"role": "assistant", "content": "apa kabar"}]}
+            )
+            for _ in range(4)
+        )
+        + "\n"
+    )
     manifest = {
-        "siger": 1, "name": "chat",
+        "siger": 1,
+        "name": "chat",
         "model": {"profile": "tiny", "adapter": {"use": "text", "vocab_size": 300}},
-        "data": {"train": {"use": "chat_jsonl", "files": [str(path)], "tokenizer": str(tmp_path / "tok"), "batch_size": 2}},
+        "data": {
+            "train": {"use": "chat_jsonl", "files": [str(path)], "tokenizer": str(tmp_path / "tok"), "batch_size": 2}
+        },
         "steps": [{"use": "record-calls", "split": "train", "batches": 2}],
     }
     result = run_manifest(manifest).results["steps"][0]["results"]
@@ -163,22 +200,34 @@ def write_config(tmp_path, sources, seed=3):
 
 def test_corpus_builder_reports_bad_rows_and_is_deterministic(tmp_path):
     good = tmp_path / "good.jsonl"
-    good.write_text("\n".join(json.dumps({"text": f"kalimat nomor {i}"}) for i in range(30)) + "\n"
-                    + json.dumps({"text": "kalimat nomor 1"}) + "\n")  # a duplicate
+    good.write_text(
+        "\n".join(json.dumps({"text": f"kalimat nomor {i}"}) for i in range(30))
+        + "\n"
+        + json.dumps({"text": "kalimat nomor 1"})
+        + "\n"
+    )  # a duplicate
     broken = tmp_path / "broken.jsonl"
-    broken.write_text("\n".join([
-        json.dumps({"text": "baik"}),
-        "{not json",
-        json.dumps({"other": "x"}),
-        json.dumps({"text": 42}),
-        json.dumps({"text": "   "}),
-        json.dumps(["list"]),
-        json.dumps({"text": "Kalimat   NOMOR 2"}),  # a duplicate under normalisation
-    ]) + "\n")
-    config = write_config(tmp_path, [
-        {"path": str(good), "format": "text", "lang": "ind", "max_rows": 20},
-        {"path": str(broken), "format": "text", "weight": 3.5, "dedup": "normalized"},
-    ])
+    broken.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": "baik"}),
+                "{not json",
+                json.dumps({"other": "x"}),
+                json.dumps({"text": 42}),
+                json.dumps({"text": "   "}),
+                json.dumps(["list"]),
+                json.dumps({"text": "Kalimat   NOMOR 2"}),  # a duplicate under normalisation
+            ]
+        )
+        + "\n"
+    )
+    config = write_config(
+        tmp_path,
+        [
+            {"path": str(good), "format": "text", "lang": "ind", "max_rows": 20},
+            {"path": str(broken), "format": "text", "weight": 3.5, "dedup": "normalized"},
+        ],
+    )
     report = build_corpus(config, tmp_path, tmp_path / "a.jsonl")
     assert report["bad_rows"] == [
         f"{broken}:2: not valid JSON (Expecting property name enclosed in double quotes)",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sigerlm.model.config import SigerConfig
 from sigerlm.runtime import TorchRuntime
 from sigerlm.testing import add_plugin
-
 from sigerlm_text import hooks
 from sigerlm_text.generation import GenerationConfig, GenerationError, Generator
 from sigerlm_text.model import SigerLM
@@ -39,10 +39,20 @@ def trained_model(tok, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     (folder / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     tok.save(folder / "tok")
-    data = {"use": "text_completion", "files": [str(folder / "train.jsonl")], "tokenizer": str(folder / "tok"),
-            "seq_len": 16, "batch_size": 4}
-    manifest = {"siger": 1, "name": "gen", "model": {"profile": "tiny", "adapter": {"use": "text", "vocab_size": 300}},
-                "data": {"train": data}, "steps": [{"use": "train", "max_steps": 80, "lr": 0.02, "progress": False}]}
+    data = {
+        "use": "text_completion",
+        "files": [str(folder / "train.jsonl")],
+        "tokenizer": str(folder / "tok"),
+        "seq_len": 16,
+        "batch_size": 4,
+    }
+    manifest = {
+        "siger": 1,
+        "name": "gen",
+        "model": {"profile": "tiny", "adapter": {"use": "text", "vocab_size": 300}},
+        "data": {"train": data},
+        "steps": [{"use": "train", "max_steps": 80, "lr": 0.02, "progress": False}],
+    }
     pm = make_plugin_manager(load="none")
     add_plugin(pm, hooks, "text")
     resolved, pm = load_manifest(manifest, [f"out_dir={folder / 'run'}"], pm=pm)
@@ -57,7 +67,7 @@ def recompute_greedy(model, ids, n):
         for _ in range(n):
             logits = model(torch.tensor([out])).logits[0, -1]
             out.append(int(logits.argmax()))
-    return out[len(ids):]
+    return out[len(ids) :]
 
 
 @pytest.mark.parametrize("which", ["random_model", "trained_model"])
@@ -85,8 +95,13 @@ def test_sampling_is_seeded_and_settings_are_checked(random_model, tok):
     a = gen.generate("Saya", temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=3, max_new_tokens=16)
     b = gen.generate("Saya", temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=3, max_new_tokens=16)
     assert a.token_ids == b.token_ids
-    for bad, field in [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
-                       ({"top_k": -1}, "top_k"), ({"max_new_tokens": 0}, "max_new_tokens")]:
+    for bad, field in [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ]:
         with pytest.raises(GenerationError, match=f"invalid generation settings: {field}"):
             gen.generate("Saya", **bad)
 
@@ -151,16 +166,21 @@ def test_no_stop_inside_an_open_thought_and_thoughts_can_be_hidden(tok):
 def test_stream_equals_generate_on_a_model(random_model, tok):
     gen = Generator(TorchRuntime(random_model), tok)
     for settings in ({}, {"temperature": 0.9, "seed": 5}, {"stop": ["a"]}):
-        assert "".join(gen.stream("Nyak haga", max_new_tokens=24, **settings)) == gen.generate(
-            "Nyak haga", max_new_tokens=24, **settings).text
+        assert (
+            "".join(gen.stream("Nyak haga", max_new_tokens=24, **settings))
+            == gen.generate("Nyak haga", max_new_tokens=24, **settings).text
+        )
 
 
 def test_generate_command(random_model, tmp_path):
     random_model.save_pretrained(tmp_path / "m")
     siger = Path(sys.executable).with_name("siger")
-    plain = subprocess.run([siger, "generate", tmp_path / "m", "Saya", "--max-new-tokens", "8"], capture_output=True, text=True)
-    streamed = subprocess.run([siger, "generate", tmp_path / "m", "Saya", "--max-new-tokens", "8", "--stream"],
-                              capture_output=True, text=True)
+    plain = subprocess.run(
+        [siger, "generate", tmp_path / "m", "Saya", "--max-new-tokens", "8"], capture_output=True, text=True
+    )
+    streamed = subprocess.run(
+        [siger, "generate", tmp_path / "m", "Saya", "--max-new-tokens", "8", "--stream"], capture_output=True, text=True
+    )
     assert plain.returncode == streamed.returncode == 0, plain.stderr + streamed.stderr
     assert plain.stdout == streamed.stdout and len(plain.stdout) > 1
     bad = subprocess.run([siger, "generate", tmp_path / "m", "Saya", "--top-p", "0"], capture_output=True, text=True)
@@ -172,7 +192,7 @@ def test_chunked_prefill_gives_the_same_state(random_model, tok):
     whole_logits, whole_state = TorchRuntime(random_model, prefill_chunk=10_000).prefill(ids)
     chunked_logits, chunked_state = TorchRuntime(random_model, prefill_chunk=7).prefill(ids)
     torch.testing.assert_close(chunked_logits, whole_logits, rtol=1e-5, atol=1e-5)
-    for (c1, s1), (c2, s2) in zip(whole_state, chunked_state):
+    for (c1, s1), (c2, s2) in zip(whole_state, chunked_state, strict=True):
         torch.testing.assert_close(c1, c2)
         torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-5)
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from sigerlm.model.checkpoint import CheckpointError
 from sigerlm.model.config import SigerConfig
 from sigerlm.testing import add_plugin
-
 from sigerlm_text import hooks
 from sigerlm_text.model import SigerLM
 from sigerlm_text.tokenizers.base import TokenizerError
@@ -58,7 +58,7 @@ def test_save_and_load_a_model_folder(tokenizer, tmp_path, tie):
     assert (tmp_path / "m" / "tokenizer.json").is_file()
     loaded = SigerLM.from_pretrained(tmp_path / "m")
     assert loaded.tokenizer.hash == tokenizer.hash
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     ids = torch.tensor([tokenizer.encode("Saya mau makan.")])
     with torch.no_grad():

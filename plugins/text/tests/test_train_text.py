@@ -3,9 +3,9 @@
 import json
 
 import pytest
+
 from sigerlm.errors import ManifestError, RunFolderError
 from sigerlm.testing import add_plugin
-
 from sigerlm_text import hooks
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 
@@ -16,13 +16,21 @@ def manifest(tmp_path, monkeypatch):
     texts = ["Nyak haga mengan di pekon.", "Saya mau makan di kampung.", "I want to eat in the village."] * 30
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     BPETokenizer.train(texts, vocab_size=300, min_frequency=1).save(tmp_path / "tok")
-    data = {"use": "text_completion", "files": [str(tmp_path / "train.jsonl")], "tokenizer": str(tmp_path / "tok"),
-            "seq_len": 16, "batch_size": 4}
+    data = {
+        "use": "text_completion",
+        "files": [str(tmp_path / "train.jsonl")],
+        "tokenizer": str(tmp_path / "tok"),
+        "seq_len": 16,
+        "batch_size": 4,
+    }
     return {
-        "siger": 1, "name": "text-train",
+        "siger": 1,
+        "name": "text-train",
         "model": {"profile": "tiny", "adapter": {"use": "text", "vocab_size": 300}},
         "data": {"train": data, "valid": dict(data, shuffle=False)},
-        "steps": [{"use": "train", "max_steps": 60, "lr": 0.02, "warmup_steps": 5, "eval_every": 30, "progress": False}],
+        "steps": [
+            {"use": "train", "max_steps": 60, "lr": 0.02, "warmup_steps": 5, "eval_every": 30, "progress": False}
+        ],
     }
 
 
@@ -46,7 +54,10 @@ def test_a_text_model_trains_and_its_folder_loads(pm, run_manifest, manifest, tm
     [
         ("steps[0].lr=-0.1", "steps[0].lr: Input should be greater than 0, got -0.1"),
         ("data.train.batch_size=0", "data.train.batch_size: Input should be greater than or equal to 1, got 0"),
-        ("data.train.files[0]=/nowhere/train.jsonl", "data.train.files[0]: /nowhere/train.jsonl: file or folder not found"),
+        (
+            "data.train.files[0]=/nowhere/train.jsonl",
+            "data.train.files[0]: /nowhere/train.jsonl: file or folder not found",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(pm, run_manifest, manifest, tmp_path, override, message):

@@ -72,6 +72,6 @@ def build_model(run: Any) -> AdaptedModel:
         weights = folder / WEIGHTS_FILE
         load_state(model, read_tensors(weights), source=str(weights))
         model.init_from = folder
-    for i, transform in enumerate(manifest.model.transforms):
+    for i in range(len(manifest.model.transforms)):
         model = run.component("model", "transforms", i).build(model)
     return model

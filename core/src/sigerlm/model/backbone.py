@@ -75,7 +75,7 @@ class Backbone(nn.Module):
     def step(self, x: Tensor, state: BackboneState) -> tuple[Tensor, BackboneState]:
         """One position for every sequence in the batch: ``(b, d)`` -> ``(b, d)``."""
         new_state: BackboneState = []
-        for layer, layer_state in zip(self.layers, state):
+        for layer, layer_state in zip(self.layers, state, strict=True):
             x, s = layer.step(x, layer_state)
             new_state.append(s)
         return self.norm_f(x), new_state
@@ -85,7 +85,9 @@ class Backbone(nn.Module):
         return [name for name, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)]
 
 
-def build_backbone(config: SigerConfig, plugin_manager: Any = None, block_options: dict[str, Any] | None = None) -> Backbone:
+def build_backbone(
+    config: SigerConfig, plugin_manager: Any = None, block_options: dict[str, Any] | None = None
+) -> Backbone:
     """A backbone whose blocks come from the block registered under ``config.block``."""
     if config.block in ("ssm", "core:ssm") and not block_options:
         return Backbone(config)

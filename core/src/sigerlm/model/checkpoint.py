@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from sigerlm.io import atomic_directory
 from sigerlm.model.config import SigerConfig
-from sigerlm.model.folder import (  # noqa: F401  (re-exported)
+from sigerlm.model.folder import (
     CONFIG_FILE,
     FORMAT_VERSION,
     WEIGHTS_FILE,
@@ -58,7 +58,11 @@ def save_model_folder(
     }
     tensors = {name: t.detach().contiguous() for name, t in tensors.items()}
     with atomic_directory(path) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION), "identity": config.identity})
+        save_file(
+            tensors,
+            str(tmp / WEIGHTS_FILE),
+            metadata={"format_version": str(FORMAT_VERSION), "identity": config.identity},
+        )
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for name, content in (extra_files or {}).items():
             data = content.encode("utf-8") if isinstance(content, str) else content

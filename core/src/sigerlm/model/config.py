@@ -55,7 +55,11 @@ class SigerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 problems.append(f"{name} must be a positive number, got {value!r}")
-        if isinstance(self.dt_min, (int, float)) and isinstance(self.dt_max, (int, float)) and self.dt_min > self.dt_max:
+        if (
+            isinstance(self.dt_min, (int, float))
+            and isinstance(self.dt_max, (int, float))
+            and self.dt_min > self.dt_max
+        ):
             problems.append(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -100,7 +104,7 @@ class SigerConfig:
             hints = [did_you_mean(k, cls.field_names()) for k in unknown]
             raise ConfigError(
                 "unknown SigerConfig field(s): "
-                + ", ".join(f"'{k}'" + (f" ({h})" if h else "") for k, h in zip(unknown, hints))
+                + ", ".join(f"'{k}'" + (f" ({h})" if h else "") for k, h in zip(unknown, hints, strict=True))
             )
         return cls(**data)
 

@@ -31,12 +31,12 @@ def causal_conv_act(
 
 class _ConvSiLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, state):  # noqa: ANN001, ANN205
+    def forward(ctx, x, weight, bias, state):
         ctx.save_for_backward(x, weight, bias, state)
         return kernels.load().conv_silu_forward(x, weight, bias, state)
 
     @staticmethod
-    def backward(ctx, dout):  # noqa: ANN001, ANN205
+    def backward(ctx, dout):
         x, weight, bias, state = ctx.saved_tensors
         dx, dweight, dbias, dstate = kernels.load().conv_silu_backward(dout, x, weight, bias, state)
         return dx, dweight, dbias, dstate if state is not None else None

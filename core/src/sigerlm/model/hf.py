@@ -94,6 +94,8 @@ def from_hf(model: Any, scan: str = "fused") -> tuple[Any, Tensor]:
     )
     backbone = Backbone(config)
     state = model.state_dict()
-    own = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.") and "embeddings" not in k}
+    own = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.") and "embeddings" not in k
+    }
     load_state(backbone, own, source="transformers model")
     return backbone, state["backbone.embeddings.weight"].detach().clone()

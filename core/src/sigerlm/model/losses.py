@@ -39,7 +39,7 @@ def _chunk_loss_and_grad(logits: Tensor, targets: Tensor, ignore_index: int, gra
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, chunk: int, backend: str):  # noqa: ANN205
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, chunk: int, backend: str):
         t = hidden.shape[0]
         count = (targets != ignore_index).sum().clamp(min=1).to(hidden.dtype)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -50,7 +50,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, t, chunk):
             h = hidden[start : start + chunk]  # (c, d)
             logits = torch.mm(h, weight.t(), out=buffer[: h.shape[0]])  # (c, v)
-            total += _chunk_loss_and_grad(logits, targets[start : start + chunk], ignore_index, need_grad, backend).sum()
+            total += _chunk_loss_and_grad(
+                logits, targets[start : start + chunk], ignore_index, need_grad, backend
+            ).sum()
             if grad_hidden is not None:  # logits now hold d(sum of losses)/d(logits)
                 torch.mm(logits, weight, out=grad_hidden[start : start + chunk])
             if grad_weight is not None:
@@ -60,7 +62,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total / count
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):  # noqa: ANN205
+    def backward(ctx, grad_output: Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_output / ctx.count
         dh = grad_hidden * scale if grad_hidden is not None else None

@@ -45,7 +45,7 @@ def selective_scan_ref(
     b, l, d = u.shape
     h = state if state is not None else u.new_zeros(b, d, A.shape[1])  # (b, d, n)
     ys = []
-    for u_t, dt_t, B_t, C_t in zip(u.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+    for u_t, dt_t, B_t, C_t in zip(u.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1), strict=True):
         decay = torch.exp(dt_t.unsqueeze(-1) * A)  # (b, d, n)
         h = decay * h + (dt_t * u_t).unsqueeze(-1) * B_t.unsqueeze(1)  # (b, d, n)
         ys.append((h * C_t.unsqueeze(1)).sum(-1) + D * u_t)  # (b, d)
@@ -77,7 +77,7 @@ def selective_scan_chunked(
 # -- the fused C++ kernel ------------------------------------------------------------------------
 class _FusedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, state):  # noqa: ANN001, ANN205
+    def forward(ctx, u, dt, A, B, C, D, state):
         kernel = kernels.load()
         save = any(ctx.needs_input_grad)
         outputs = kernel.scan_forward(u, dt, A, B, C, D, state, save)
@@ -90,7 +90,7 @@ class _FusedScan(torch.autograd.Function):
         return y, last
 
     @staticmethod
-    def backward(ctx, dy, dlast):  # noqa: ANN001, ANN205
+    def backward(ctx, dy, dlast):
         u, dt, A, B, C, D, stored = ctx.saved_tensors
         du, ddt, dA, dB, dC, dD, dstate = kernels.load().scan_backward(
             dy.contiguous(), u, dt, A, B, C, D, stored, dlast

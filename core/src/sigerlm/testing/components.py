@@ -99,8 +99,16 @@ class RandomTokens:
     Each global batch has ``batch_size * world_size`` rows and rank ``r`` takes rows
     ``r, r + world_size, ...``: the same data whatever the number of processes."""
 
-    def __init__(self, seed: int, rank: int, vocab_size: int, seq_len: int, batch_size: int, num_batches: int,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        seed: int,
+        rank: int,
+        vocab_size: int,
+        seq_len: int,
+        batch_size: int,
+        num_batches: int,
+        world_size: int = 1,
+    ):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.vocab_size, self.seq_len = vocab_size, seq_len
         self.batch_size, self.num_batches = batch_size, num_batches

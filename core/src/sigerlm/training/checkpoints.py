@@ -88,8 +88,13 @@ def save(
                 scalars[f"{index}.{key}"] = value
     rng, rng_tensors = _rng_state()
     weights, partial = model_tensors(model)
-    state = {"step": step, "extra": extra, "rng": rng, "partial": partial,
-             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+    state = {
+        "step": step,
+        "extra": extra,
+        "rng": rng,
+        "partial": partial,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+    }
     with atomic_directory(path) as tmp:
         save_file(weights, str(tmp / "model.safetensors"))
         save_file(tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))

@@ -238,8 +238,15 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
                 step_loss, step_tokens = float(reduced[0]) / world, int(reduced[1])
             elapsed = time.perf_counter() - step_start
             tokens_seen += step_tokens
-            last = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": step_tokens,
-                    "tokens_per_s": step_tokens / elapsed, "elapsed": round(time.perf_counter() - started, 3)}
+            last = {
+                "step": step + 1,
+                "loss": step_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": step_tokens,
+                "tokens_per_s": step_tokens / elapsed,
+                "elapsed": round(time.perf_counter() - started, 3),
+            }
             done = step + 1 == o.max_steps
             if valid_data is not None and (done or (o.eval_every and (step + 1) % o.eval_every == 0)):
                 result = evaluate(model, valid_data, o.eval_batches, device)
@@ -258,13 +265,19 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
         if metrics_file is not None:
             metrics_file.close()
 
-    summary: dict[str, Any] = {"steps": o.max_steps, "final_loss": last.get("loss"),
-                               "trainable_parameters": trainable, "parameters": total}
+    summary: dict[str, Any] = {
+        "steps": o.max_steps,
+        "final_loss": last.get("loss"),
+        "trainable_parameters": trainable,
+        "parameters": total,
+    }
     if evals:
         summary.update(valid_loss=evals[-1]["valid_loss"], valid_perplexity=evals[-1]["valid_perplexity"])
         vocab = getattr(model.adapter, "vocab_size", None)
         if o.baseline == "unigram" and vocab and valid_data is not None:
-            summary["unigram_perplexity"] = unigram_perplexity(run.dataset(o.train_split), valid_data, vocab, o.eval_batches)
+            summary["unigram_perplexity"] = unigram_perplexity(
+                run.dataset(o.train_split), valid_data, vocab, o.eval_batches
+            )
     if run.is_main:
         if o.save_model:
             folder = model.save(run.out_dir / o.save_model, run.state.get("tokenizer"), _plugin_versions(run))
@@ -274,7 +287,11 @@ def train(run: Any, **options: Any) -> dict[str, Any]:
     tokens_per_s = tokens_seen / max(time.perf_counter() - started, 1e-9)
     summary["tokens_per_s"] = tokens_per_s
     run.state["model"] = model.eval()  # for later steps (evaluation) of the same run
-    text = f"trained {o.max_steps} steps: loss {summary['final_loss']:.4f}" if summary["final_loss"] is not None else "nothing to train"
+    text = (
+        f"trained {o.max_steps} steps: loss {summary['final_loss']:.4f}"
+        if summary["final_loss"] is not None
+        else "nothing to train"
+    )
     if "valid_perplexity" in summary:
         text += f", valid perplexity {summary['valid_perplexity']:.2f}"
         if "unigram_perplexity" in summary:
@@ -292,16 +309,21 @@ class _Progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(),
+            TextColumn("train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
             transient=False,
         )
         self._task = self._progress.add_task("train", total=total, completed=start, loss="-", tps="-")
         self._progress.start()
 
     def update(self, metrics: dict[str, Any]) -> None:
-        self._progress.update(self._task, completed=metrics["step"], loss=f"{metrics['loss']:.4f}",
-                              tps=f"{metrics['tokens_per_s']:.0f}")
+        self._progress.update(
+            self._task, completed=metrics["step"], loss=f"{metrics['loss']:.4f}", tps=f"{metrics['tokens_per_s']:.0f}"
+        )
 
     def close(self) -> None:
         self._progress.stop()

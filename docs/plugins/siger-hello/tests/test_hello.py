@@ -1,4 +1,5 @@
 from siger_hello import hooks
+
 from sigerlm.testing import add_plugin
 
 

@@ -39,7 +39,7 @@ class LexicalModel:
 
     def prob(self, f: str, e: str) -> float:
         if getattr(self, "_index", None) is None:
-            self._index = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(self.pair_f, self.pair_e))}
+            self._index = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(self.pair_f, self.pair_e, strict=True))}
         k = self._index.get((self.src_vocab.get(f, -1), self.tgt_vocab.get(e, -1)))
         return float(self.t[k]) if k is not None else 0.0
 
@@ -48,7 +48,7 @@ class LexicalModel:
         inv_src = {i: w for w, i in self.src_vocab.items()}
         inv_tgt = {i: w for w, i in self.tgt_vocab.items()}
         out: dict[str, dict[str, float]] = {}
-        for f, e, p in zip(self.pair_f, self.pair_e, self.t):
+        for f, e, p in zip(self.pair_f, self.pair_e, self.t, strict=True):
             if p >= min_prob and inv_src[int(f)] != NULL:
                 out.setdefault(inv_src[int(f)], {})[inv_tgt[int(e)]] = float(p)
         return out
@@ -135,7 +135,7 @@ def train_lexical(
     first = order[np.r_[True, tok[order][1:] != tok[order][:-1]]]
     pair_k, src_i, tgt_j = np.concatenate(ent_pair), np.concatenate(ent_i), np.concatenate(ent_j)
     links: list[list[tuple[int, int]]] = [[] for _ in pairs]
-    for k, i, j in zip(pair_k[first], src_i[first], tgt_j[first]):
+    for k, i, j in zip(pair_k[first], src_i[first], tgt_j[first], strict=True):
         if i >= 0:
             links[int(k)].append((int(i), int(j)))
     return LexicalModel(src_vocab, tgt_vocab, pair_f, pair_e, t, tension if diagonal_iterations else 0.0, links)
@@ -160,8 +160,10 @@ def symmetrize(forward: list[tuple[int, int]], backward: list[tuple[int, int]], 
                         alignment.add((ni, nj))
                         added = True
     for i, j in sorted(union):  # final-and: unaligned on both sides
-        if (i, j) not in alignment and all((i, x) not in alignment for x in range(n)) and all(
-            (x, j) not in alignment for x in range(m)
+        if (
+            (i, j) not in alignment
+            and all((i, x) not in alignment for x in range(n))
+            and all((x, j) not in alignment for x in range(m))
         ):
             alignment.add((i, j))
     return alignment

@@ -32,7 +32,9 @@ def raw_side(pair: Pair, lang: str) -> str:
     return {"abl": pair.lampung, "ind": pair.indonesian, "eng": pair.english}[lang].strip()
 
 
-def instruction_rows(pairs: Sequence[Pair], directions: Sequence[str] = DIRECTIONS, seed: int = 0) -> list[dict[str, Any]]:
+def instruction_rows(
+    pairs: Sequence[Pair], directions: Sequence[str] = DIRECTIONS, seed: int = 0
+) -> list[dict[str, Any]]:
     """One row per pair and direction (directions whose sides exist), shuffled with ``seed``."""
     from sigerlm.errors import SigerError
 
@@ -45,22 +47,40 @@ def instruction_rows(pairs: Sequence[Pair], directions: Sequence[str] = DIRECTIO
             src, tgt = direction.split("-")
             source, target = raw_side(pair, src), raw_side(pair, tgt)
             if source and target:
-                rows.append({"instruction": instruction(src, tgt, pair.dialect), "input": source, "output": target,
-                             "direction": direction, "source": pair.source})
+                rows.append(
+                    {
+                        "instruction": instruction(src, tgt, pair.dialect),
+                        "input": source,
+                        "output": target,
+                        "direction": direction,
+                        "source": pair.source,
+                    }
+                )
     random.Random(seed).shuffle(rows)
     return rows
 
 
 def chat_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": f"{r['instruction']}: {r['input']}"},
-                          {"role": "assistant", "content": r["output"]}]} for r in rows]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"{r['instruction']}: {r['input']}"},
+                {"role": "assistant", "content": r["output"]},
+            ]
+        }
+        for r in rows
+    ]
 
 
-def write_datasets(out: str | Path, split: str = "train", seed: int = 0, data_dir: str | Path | None = None,
-                   directions: Sequence[str] = DIRECTIONS) -> dict[str, Any]:
+def write_datasets(
+    out: str | Path,
+    split: str = "train",
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    directions: Sequence[str] = DIRECTIONS,
+) -> dict[str, Any]:
     """Write ``instructions.jsonl`` and ``chat.jsonl`` under ``out``; returns counts."""
     from sigerlm.io import atomic_write
-
     from sigerlm_lampung.data import load_split
 
     rows = instruction_rows(load_split(split, data_dir), directions, seed)
@@ -70,4 +90,8 @@ def write_datasets(out: str | Path, split: str = "train", seed: int = 0, data_di
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["direction"]] = counts.get(r["direction"], 0) + 1
-    return {"rows": len(rows), "by_direction": counts, "files": [str(out / "instructions.jsonl"), str(out / "chat.jsonl")]}
+    return {
+        "rows": len(rows),
+        "by_direction": counts,
+        "files": [str(out / "instructions.jsonl"), str(out / "chat.jsonl")],
+    }

@@ -65,8 +65,10 @@ def reason(session: Any, arg: str) -> str:
     src, tgt = (lang, "abl") if lang in ("ind", "eng") else ("abl", "ind")
     translator = get_translator()
     result = translator.translate(arg, src, tgt, allow_model=False)
-    return (f"{format_gloss(translator.gloss(arg, src, tgt))}\n=> {result.text} "
-            f"[{result.stage}, confidence {result.confidence:.2f}]")
+    return (
+        f"{format_gloss(translator.gloss(arg, src, tgt))}\n=> {result.text} "
+        f"[{result.stage}, confidence {result.confidence:.2f}]"
+    )
 
 
 NO_MODEL = "(general chat needs a model: start with siger chat MODEL_DIR or siger lampung chat MODEL_DIR)"
@@ -120,4 +122,6 @@ def register_all(register: Any) -> None:
         register(name, make_translate(src, tgt), text)
     register("/reason", reason, "/reason TEXT: word-by-word gloss with sources, and the translation")
     register("/chat", chat, "/chat TEXT: talk to the model (no translation)")
-    register("/auto", auto, "/auto on|off: translate Lampung text and translation requests automatically; /auto TEXT: once")
+    register(
+        "/auto", auto, "/auto on|off: translate Lampung text and translation requests automatically; /auto TEXT: once"
+    )

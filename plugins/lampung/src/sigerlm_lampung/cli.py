@@ -20,7 +20,6 @@ def data_check(
 ) -> None:
     """Check the Lampung pair files: rows, sources, quality flags, broken or incomplete rows."""
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_lampung.data import check_pair_files
 
     root = find_data_dir(data_dir)
@@ -52,15 +51,26 @@ def _fail(message: str) -> None:
 
 @app.command("translate")
 def translate(
-    text: Annotated[list[str] | None, typer.Argument(help="Text to translate; none: read stdin, one sentence a line.")] = None,
+    text: Annotated[
+        list[str] | None, typer.Argument(help="Text to translate; none: read stdin, one sentence a line.")
+    ] = None,
     src: Annotated[str, typer.Option("--from", help="Source language: abl (Lampung O), ind or eng.")] = "abl",
     tgt: Annotated[str, typer.Option("--to", help="Target language: abl, ind or eng.")] = "ind",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line: translation, stage, confidence, unknown words.")] = False,
-    model_dir: Annotated[Path | None, typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")] = None,
-    adapter: Annotated[Path | None, typer.Option(
-        "--adapter", help="A LoRA adapter folder to put on the --model (needs sigerlm-lora).")] = None,
-    fallback_below: Annotated[float, typer.Option("--fallback-below", help="Ask the model below this confidence.")] = 0.5,
-    meizano: Annotated[Path | None, typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object a line: translation, stage, confidence, unknown words.")
+    ] = False,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model", help="A SigerLM model folder for the low-confidence fallback.")
+    ] = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="A LoRA adapter folder to put on the --model (needs sigerlm-lora).")
+    ] = None,
+    fallback_below: Annotated[
+        float, typer.Option("--fallback-below", help="Ask the model below this confidence.")
+    ] = 0.5,
+    meizano: Annotated[
+        Path | None, typer.Option("--meizano", help="The meizano dictionary (default: in the data folder).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Translate between Lampung O (abl), Indonesian (ind) and English (eng).
@@ -69,7 +79,6 @@ def translate(
     import sys
 
     from sigerlm.errors import SigerError
-
     from sigerlm_lampung.service import get_translator, model_generate
     from sigerlm_lampung.translator import lang_code
 
@@ -94,9 +103,20 @@ def translate(
             result = translator.translate(line, src, tgt)
             if as_json:
                 row = result.to_dict()
-                typer.echo(json.dumps({"text": row["text"], "stage": row["stage"], "confidence": row["confidence"],
-                                       "source": line, "direction": row["direction"], "unknown": row["unknown"],
-                                       "marked": row["marked"]}, ensure_ascii=False))
+                typer.echo(
+                    json.dumps(
+                        {
+                            "text": row["text"],
+                            "stage": row["stage"],
+                            "confidence": row["confidence"],
+                            "source": line,
+                            "direction": row["direction"],
+                            "unknown": row["unknown"],
+                            "marked": row["marked"],
+                        },
+                        ensure_ascii=False,
+                    )
+                )
             else:
                 typer.echo(result.text)
     except SigerError as exc:
@@ -113,7 +133,6 @@ def gloss(
 ) -> None:
     """Word-by-word gloss with where each reading comes from (phrase table, affixes, spelling, unknown)."""
     from sigerlm.errors import SigerError
-
     from sigerlm_lampung.service import get_translator
 
     try:
@@ -130,8 +149,11 @@ def format_gloss(rows: list[dict]) -> str:
     lines = []
     for row in rows:
         readings = "; ".join(
-            f"{r['translation']} ({r['from']}, p={r['p']}" + (f", t={r['alignment']}" if r.get("alignment") else "") + ")"
-            for r in row["readings"])
+            f"{r['translation']} ({r['from']}, p={r['p']}"
+            + (f", t={r['alignment']}" if r.get("alignment") else "")
+            + ")"
+            for r in row["readings"]
+        )
         lines.append(f"{row['word']}: {readings}")
     return "\n".join(lines)
 
@@ -150,22 +172,31 @@ def route(
 @app.command("eval")
 def evaluate(
     split: Annotated[str, typer.Option("--split", help="The split to score a system built from train on.")] = "valid",
-    folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds over the human-written pairs (0: skip).")] = 5,
+    folds: Annotated[
+        int, typer.Option("--folds", help="Cross-validation folds over the human-written pairs (0: skip).")
+    ] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     english: Annotated[bool, typer.Option("--english/--no-english", help="Also score abl<->eng on the split.")] = True,
-    router: Annotated[bool, typer.Option("--router/--no-router", help="Also report the router's held-out accuracy.")] = True,
+    router: Annotated[
+        bool, typer.Option("--router/--no-router", help="Also report the router's held-out accuracy.")
+    ] = True,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here (and a .md beside it).")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="Score this pair file instead of --split (system built from train + valid, overlaps removed).")] = None,
-    model_dir: Annotated[Path | None, typer.Option(
-        "--model", help="A model folder: let the model answer low-confidence texts.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Score this pair file instead of --split (system built from train + valid, overlaps removed).",
+        ),
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model", help="A model folder: let the model answer low-confidence texts.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Exact match, BLEU, chrF++ and coverage per stage, source type and direction, next to a
     word-by-word dictionary baseline; plus k-fold cross-validation over the human-written pairs."""
     from sigerlm.errors import SigerError
     from sigerlm.io import atomic_write, atomic_write_json
-
     from sigerlm_lampung.evaluate import cross_validate, evaluate_split, markdown, router_markdown
 
     if folds == 1 or folds < 0:
@@ -206,9 +237,10 @@ def build_dataset(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     data_dir: DataDir = None,
 ) -> None:
-    """Instruction and chat JSONL for every direction (abl<->ind, abl<->eng where English exists), shuffled with SEED."""
-    from sigerlm.errors import SigerError
+    """Instruction and chat JSONL for every direction, shuffled with SEED.
 
+    abl<->ind, and abl<->eng where English exists."""
+    from sigerlm.errors import SigerError
     from sigerlm_lampung.builders import write_datasets
 
     try:
@@ -220,7 +252,9 @@ def build_dataset(
 
 @app.command("chat")
 def chat(
-    model_dir: Annotated[Path | None, typer.Argument(help="A model folder for general chat and the fallback (optional).")] = None,
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="A model folder for general chat and the fallback (optional).")
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 128,
     data_dir: DataDir = None,
@@ -231,7 +265,6 @@ def chat(
     import sys
 
     from sigerlm.errors import SigerError
-
     from sigerlm_lampung.chat import INTENT_DIRECTIONS, register_all, translate_reply
     from sigerlm_lampung.chat import chat as chat_command
     from sigerlm_lampung.service import get_router
@@ -246,8 +279,11 @@ def chat(
         from sigerlm_text.model import SigerLM
 
         model = SigerLM.from_pretrained(model_dir)
-        session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system,
-                              GenerationConfig.build(max_new_tokens=max_new_tokens, repetition_penalty=1.1))
+        session = ChatSession(
+            Generator(TorchRuntime(model), model.tokenizer),
+            system,
+            GenerationConfig.build(max_new_tokens=max_new_tokens, repetition_penalty=1.1),
+        )
     commands: dict = {}
     register_all(lambda name, handler, text="": commands.__setitem__(name, (handler, text)))
     router = get_router(data_dir)

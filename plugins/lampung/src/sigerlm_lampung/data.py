@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sigerlm.io import read_jsonl
-
 from sigerlm_lampung.text import first_alternatives, normalize, strip_glosses
 
 REQUIRED = ("lampung", "indonesian")
@@ -125,8 +124,14 @@ def clean_row(row: Any, keep_dialect_a: bool = False) -> Pair | None:
         lampung, indonesian = indonesian, lampung
     if lampung.startswith("=") or indonesian.startswith("="):
         return None
-    return Pair(lampung, indonesian, str(row.get("english") or "").strip(), str(row.get("source") or ""),
-                str(row.get("type") or ""), str(row.get("dialect") or "o"))
+    return Pair(
+        lampung,
+        indonesian,
+        str(row.get("english") or "").strip(),
+        str(row.get("source") or ""),
+        str(row.get("type") or ""),
+        str(row.get("dialect") or "o"),
+    )
 
 
 def read_pairs(path: Path, keep_dialect_a: bool = False) -> list[Pair]:
@@ -188,7 +193,6 @@ def read_meizano(path: Path) -> list[DictEntry]:
     removed. Never bundle this file or tables derived from it into a package.
     """
     from sigerlm.errors import SigerError
-
     from sigerlm_lampung.text import normalize, strip_glosses
 
     if not path.is_file():
@@ -225,7 +229,6 @@ def load_word_pairs(data_dir: str | Path | None = None) -> list[Pair]:
 def load_parallel_ind_eng(data_dir: str | Path | None = None, limit: int | None = None) -> list[tuple[str, str]]:
     """Normalised (indonesian, english) pairs of ``general/corpus/parallel_ind_eng.jsonl``; [] when absent."""
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_lampung.text import normalize
 
     file = find_data_dir(data_dir) / "general" / "corpus" / "parallel_ind_eng.jsonl"
@@ -245,7 +248,6 @@ def load_parallel_ind_eng(data_dir: str | Path | None = None, limit: int | None 
 def load_monolingual(data_dir: str | Path | None, lang: str, max_sentences: int = 30000) -> list[str]:
     """Normalised sentences of ``general/corpus/<indonesian|english>.jsonl`` for the language models."""
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_lampung.text import normalize
 
     name = {"ind": "indonesian", "eng": "english"}[lang]

@@ -67,7 +67,7 @@ def scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
         return {"n": 0}
     bleu = BLEU(effective_order=True).corpus_score(list(hyps), [list(refs)]).score
     chrf = CHRF(word_order=2).corpus_score(list(hyps), [list(refs)]).score
-    exact = sum(h == r for h, r in zip(hyps, refs)) / len(hyps)
+    exact = sum(h == r for h, r in zip(hyps, refs, strict=True)) / len(hyps)
     return {"n": len(hyps), "exact": round(100 * exact, 2), "bleu": round(bleu, 2), "chrf++": round(chrf, 2)}
 
 
@@ -104,13 +104,17 @@ def summarize(items: Sequence[Item]) -> dict[str, Any]:
             for src, group in _groups(rows, "source_type").items()
         }
         block["by_stage"] = {
-            stage: dict(scores([i.hypothesis for i in group], [i.reference for i in group]),
-                        share=round(100 * len(group) / len(rows), 2))
+            stage: dict(
+                scores([i.hypothesis for i in group], [i.reference for i in group]),
+                share=round(100 * len(group) / len(rows), 2),
+            )
             for stage, group in _groups(rows, "stage").items()
         }
         block["by_confidence"] = {
-            name: dict(scores([i.hypothesis for i in group], [i.reference for i in group]),
-                       share=round(100 * len(group) / len(rows), 2))
+            name: dict(
+                scores([i.hypothesis for i in group], [i.reference for i in group]),
+                share=round(100 * len(group) / len(rows), 2),
+            )
             for name, low, high in CONFIDENCE_BINS
             if (group := [i for i in rows if low <= i.confidence < high])
         }
@@ -141,8 +145,13 @@ def source_type(pair: Pair) -> str:
     return pair.source
 
 
-def score_pairs(translator: Translator, baselines: dict[str, WordByWord], pairs: Sequence[Pair],
-                directions: Sequence[str], allow_model: bool = False) -> list[Item]:
+def score_pairs(
+    translator: Translator,
+    baselines: dict[str, WordByWord],
+    pairs: Sequence[Pair],
+    directions: Sequence[str],
+    allow_model: bool = False,
+) -> list[Item]:
     items: list[Item] = []
     for pair in pairs:
         for direction in directions:
@@ -153,13 +162,26 @@ def score_pairs(translator: Translator, baselines: dict[str, WordByWord], pairs:
             result = translator.translate(source, src, tgt, allow_model=allow_model)
             n = len(source.split())
             baseline, found = baselines[direction].translate(source) if direction in baselines else (source, 0)
-            items.append(Item(direction, source_type(pair), source, reference, normalize(result.text), result.stage,
-                              result.confidence, 1 - len(result.unknown) / n if n else 0.0, baseline, found / n if n else 0.0))
+            items.append(
+                Item(
+                    direction,
+                    source_type(pair),
+                    source,
+                    reference,
+                    normalize(result.text),
+                    result.stage,
+                    result.confidence,
+                    1 - len(result.unknown) / n if n else 0.0,
+                    baseline,
+                    found / n if n else 0.0,
+                )
+            )
     return items
 
 
-def baselines_for(train: Sequence[Pair], meizano: Sequence[DictEntry], words: Sequence[Pair],
-                  directions: Sequence[str]) -> dict[str, WordByWord]:
+def baselines_for(
+    train: Sequence[Pair], meizano: Sequence[DictEntry], words: Sequence[Pair], directions: Sequence[str]
+) -> dict[str, WordByWord]:
     out = {}
     for direction in directions:
         src, tgt = direction.split("-")
@@ -168,9 +190,14 @@ def baselines_for(train: Sequence[Pair], meizano: Sequence[DictEntry], words: Se
 
 
 # ------------------------------------------------------------------------------ runs
-def evaluate_split(split: str = "valid", data_dir: str | Path | None = None, english: bool = True,
-                   limit: int | None = None, file: str | Path | None = None,
-                   generate: Any = None) -> dict[str, Any]:
+def evaluate_split(
+    split: str = "valid",
+    data_dir: str | Path | None = None,
+    english: bool = True,
+    limit: int | None = None,
+    file: str | Path | None = None,
+    generate: Any = None,
+) -> dict[str, Any]:
     """Score a system built from ``splits/train.jsonl`` on ``splits/<split>.jsonl``; or, with
     ``file``, on that pair file with a system built from train + valid minus any pair that
     shares a side with (or contains) one of the file's pairs. ``generate`` enables the model
@@ -189,27 +216,40 @@ def evaluate_split(split: str = "valid", data_dir: str | Path | None = None, eng
         name = split
     test = test[:limit] if limit else test
     meizano, words = d.load_meizano(data_dir), d.load_word_pairs(data_dir)
-    translator = Translator.build(data_dir, train=train, meizano=meizano, english="lazy" if english else False,
-                                  generate=generate)
+    translator = Translator.build(
+        data_dir, train=train, meizano=meizano, english="lazy" if english else False, generate=generate
+    )
     has_english = english and any(p.en for p in test)
     directions = ["abl-ind", "ind-abl"] + (["abl-eng", "eng-abl"] if has_english else [])
-    items = score_pairs(translator, baselines_for(train, meizano, words, directions), test, directions,
-                        allow_model=generate is not None)
+    items = score_pairs(
+        translator, baselines_for(train, meizano, words, directions), test, directions, allow_model=generate is not None
+    )
     templates = [i for i in items if i.source_type == "template" and i.direction in ("abl-ind", "ind-abl")]
     return {
-        "kind": "split", "split": name, "rows": len(test), "seconds": round(time.time() - started, 1),
-        "trained_on": len(train), "model_fallback": generate is not None,
+        "kind": "split",
+        "split": name,
+        "rows": len(test),
+        "seconds": round(time.time() - started, 1),
+        "trained_on": len(train),
+        "model_fallback": generate is not None,
         "results": summarize(items),
         "templates_exact": {
-            direction: scores([i.hypothesis for i in templates if i.direction == direction],
-                              [i.reference for i in templates if i.direction == direction]).get("exact")
-            for direction in ("abl-ind", "ind-abl") if any(i.direction == direction for i in templates)
+            direction: scores(
+                [i.hypothesis for i in templates if i.direction == direction],
+                [i.reference for i in templates if i.direction == direction],
+            ).get("exact")
+            for direction in ("abl-ind", "ind-abl")
+            if any(i.direction == direction for i in templates)
         },
     }
 
 
-def cross_validate(folds: int = 5, seed: int = 0, data_dir: str | Path | None = None,
-                   directions: Sequence[str] = ("abl-ind", "ind-abl")) -> dict[str, Any]:
+def cross_validate(
+    folds: int = 5,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    directions: Sequence[str] = ("abl-ind", "ind-abl"),
+) -> dict[str, Any]:
     """k-fold cross-validation over the human-written pairs (see the module docstring)."""
     from sigerlm_lampung import data as d
 
@@ -227,8 +267,12 @@ def cross_validate(folds: int = 5, seed: int = 0, data_dir: str | Path | None = 
         translator = Translator.build(data_dir, train=train, meizano=meizano, english=False, general_lms=general)
         items += score_pairs(translator, baselines_for(train, meizano, words, directions), fold, directions)
     return {
-        "kind": "cross-validation", "folds": folds, "seed": seed, "rows": len(human),
-        "seconds": round(time.time() - started, 1), "results": summarize(items),
+        "kind": "cross-validation",
+        "folds": folds,
+        "seed": seed,
+        "rows": len(human),
+        "seconds": round(time.time() - started, 1),
+        "results": summarize(items),
     }
 
 
@@ -247,29 +291,56 @@ def _overlaps(pair: Pair, fold: Sequence[Pair]) -> bool:
 
 # ------------------------------------------------------------------------------ tables
 def markdown(report: dict[str, Any]) -> str:
-    title = (f"{report['folds']}-fold cross-validation over {report['rows']} human-written pairs"
-             if report["kind"] == "cross-validation" else f"split `{report['split']}` ({report['rows']} rows)")
-    lines = [f"#### {title}", "", "| direction | system | n | exact % | BLEU | chrF++ | coverage % |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    title = (
+        f"{report['folds']}-fold cross-validation over {report['rows']} human-written pairs"
+        if report["kind"] == "cross-validation"
+        else f"split `{report['split']}` ({report['rows']} rows)"
+    )
+    lines = [
+        f"#### {title}",
+        "",
+        "| direction | system | n | exact % | BLEU | chrF++ | coverage % |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for direction, block in report["results"].items():
         for name in ("system", "baseline"):
             s = block[name]
-            lines.append(f"| {direction} | {name if name == 'system' else 'word-by-word baseline'} | {s['n']} | "
-                         f"{s['exact']} | {s['bleu']} | {s['chrf++']} | {s['coverage']} |")
-    lines += ["", "Per source type (system / baseline chrF++, exact %):", "",
-              "| direction | source | n | system chrF++ | baseline chrF++ | system exact % | baseline exact % |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {direction} | {name if name == 'system' else 'word-by-word baseline'} | {s['n']} | "
+                f"{s['exact']} | {s['bleu']} | {s['chrf++']} | {s['coverage']} |"
+            )
+    lines += [
+        "",
+        "Per source type (system / baseline chrF++, exact %):",
+        "",
+        "| direction | source | n | system chrF++ | baseline chrF++ | system exact % | baseline exact % |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for direction, block in report["results"].items():
         for src, pair in block["by_source"].items():
-            lines.append(f"| {direction} | {src} | {pair['system']['n']} | {pair['system']['chrf++']} | "
-                         f"{pair['baseline']['chrf++']} | {pair['system']['exact']} | {pair['baseline']['exact']} |")
-    lines += ["", "Per stage (share of answers, and their scores):", "",
-              "| direction | stage | share % | n | exact % | BLEU | chrF++ |", "|---|---|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {direction} | {src} | {pair['system']['n']} | {pair['system']['chrf++']} | "
+                f"{pair['baseline']['chrf++']} | {pair['system']['exact']} | {pair['baseline']['exact']} |"
+            )
+    lines += [
+        "",
+        "Per stage (share of answers, and their scores):",
+        "",
+        "| direction | stage | share % | n | exact % | BLEU | chrF++ |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for direction, block in report["results"].items():
         for stage, s in block["by_stage"].items():
-            lines.append(f"| {direction} | {stage} | {s['share']} | {s['n']} | {s['exact']} | {s['bleu']} | {s['chrf++']} |")
-    lines += ["", "By confidence (does the confidence say how good an answer is?):", "",
-              "| direction | confidence | share % | n | exact % | chrF++ |", "|---|---|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {direction} | {stage} | {s['share']} | {s['n']} | {s['exact']} | {s['bleu']} | {s['chrf++']} |"
+            )
+    lines += [
+        "",
+        "By confidence (does the confidence say how good an answer is?):",
+        "",
+        "| direction | confidence | share % | n | exact % | chrF++ |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for direction, block in report["results"].items():
         for name, s in block.get("by_confidence", {}).items():
             lines.append(f"| {direction} | {name} | {s['share']} | {s['n']} | {s['exact']} | {s['chrf++']} |")
@@ -277,22 +348,39 @@ def markdown(report: dict[str, Any]) -> str:
         shown = ", ".join(f"{d} {v}%" for d, v in report["templates_exact"].items())
         lines += ["", f"Template sentences translated exactly: {shown}."]
     if any(d in report["results"] for d in ("abl-eng", "eng-abl")):
-        lines += ["", ("The data has no Lampung-English or Indonesian-English word dictionary, so the word-by-word "
-                  "baseline copies English and Lampung words it cannot look up.")]
+        lines += [
+            "",
+            (
+                "The data has no Lampung-English or Indonesian-English word dictionary, so the word-by-word "
+                "baseline copies English and Lampung words it cannot look up."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def router_markdown(report: dict[str, Any]) -> str:
-    lines = [f"#### Router: language identification on {report['n']} held-out texts", "",
-             (f"Lampung vs Indonesian vs English: **{report['accuracy_abl_ind_eng']}%**; "
-             f"with the other regional languages as a fourth class: {report['accuracy_4way']}%."), "",
-             "| language | n | accuracy % |", "|---|---:|---:|"]
+    lines = [
+        f"#### Router: language identification on {report['n']} held-out texts",
+        "",
+        (
+            f"Lampung vs Indonesian vs English: **{report['accuracy_abl_ind_eng']}%**; "
+            f"with the other regional languages as a fourth class: {report['accuracy_4way']}%."
+        ),
+        "",
+        "| language | n | accuracy % |",
+        "|---|---:|---:|",
+    ]
     for label, row in report["per_label"].items():
         lines.append(f"| {label} | {row['n']} | {row['accuracy']} |")
     for key, title in (("human_written", "every"), ("human_written_3_words", "three words or more")):
         if key in report:
             part = report[key]
             per = ", ".join(f"{label} {row['accuracy']}% of {row['n']}" for label, row in part["per_label"].items())
-            lines += ["", (f"Human-written Lampung pairs (rajotuho, smt; both sides; held out of training), {title}: "
-                      f"{part['accuracy_abl_ind_eng']}% ({per}).")]
+            lines += [
+                "",
+                (
+                    f"Human-written Lampung pairs (rajotuho, smt; both sides; held out of training), {title}: "
+                    f"{part['accuracy_abl_ind_eng']}% ({per})."
+                ),
+            ]
     return "\n".join(lines) + "\n"

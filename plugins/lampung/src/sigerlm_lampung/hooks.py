@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from sigerlm import hookimpl
 
 
@@ -20,9 +21,13 @@ class LampungParallelOptions(BaseModel):
     split: Literal["train", "valid"] = Field("train", description="Which split of <data>/lampung/splits to read.")
     directions: list[Literal["abl-ind", "ind-abl", "abl-eng", "eng-abl"]] = Field(
         default_factory=lambda: ["abl-ind", "ind-abl", "abl-eng", "eng-abl"],
-        min_length=1, description="Translation directions to build instruction rows for.")
+        min_length=1,
+        description="Translation directions to build instruction rows for.",
+    )
     data_dir: str | None = Field(None, description="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
-    tokenizer: str | None = Field(None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's.")
+    tokenizer: str | None = Field(
+        None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's."
+    )
     seq_len: int | None = Field(None, ge=1, description="Tokens per example; default: the model's max_seq_len.")
     batch_size: int = Field(8, ge=1)
     shuffle: bool = True

@@ -94,8 +94,16 @@ class PhraseModel:
         return counts, forward, backward
 
     @classmethod
-    def from_counts(cls, src: str, tgt: str, counts: Counter[tuple[str, str]], lexicon: dict[str, dict[str, float]],
-                    reverse: bool = False, max_phrase: int = 4, top: int = 12) -> PhraseModel:
+    def from_counts(
+        cls,
+        src: str,
+        tgt: str,
+        counts: Counter[tuple[str, str]],
+        lexicon: dict[str, dict[str, float]],
+        reverse: bool = False,
+        max_phrase: int = 4,
+        top: int = 12,
+    ) -> PhraseModel:
         """The table of one direction; ``reverse`` reads the counts as (b, a)."""
         pairs = {((b, a) if reverse else (a, b)): c for (a, b), c in counts.items()}
         src_total: Counter[str] = Counter()
@@ -138,19 +146,34 @@ class PhraseModel:
                 # derivational affixes where Indonesian has them (belei = membeli)
                 bare = morph.realize(t, ("", "", a.clitic), self.tgt)
                 if bare != realized:
-                    out.append(Option(tuple(bare.split()), score + w["morph"], "morph", math.exp(lp) * 0.6,
-                                      f"{a.stem} (affixes dropped)"))
+                    out.append(
+                        Option(
+                            tuple(bare.split()),
+                            score + w["morph"],
+                            "morph",
+                            math.exp(lp) * 0.6,
+                            f"{a.stem} (affixes dropped)",
+                        )
+                    )
             if out:
                 return out
         if len(word) >= 4:
             from rapidfuzz import fuzz, process
 
-            for match, similarity, _ in process.extract(word, self.vocab(), scorer=fuzz.ratio, limit=3,
-                                                         score_cutoff=80):
+            for match, similarity, _ in process.extract(
+                word, self.vocab(), scorer=fuzz.ratio, limit=3, score_cutoff=80
+            ):
                 for t, lp, lpi in self.table[match][:2]:
                     sim = similarity / 100
-                    out.append(Option(tuple(t.split()), w["tm"] * lp + w["inv"] * lpi + w["fuzzy"] * (1 - sim) * 5,
-                                      "fuzzy", math.exp(lp) * sim * 0.8, f"~{match}"))
+                    out.append(
+                        Option(
+                            tuple(t.split()),
+                            w["tm"] * lp + w["inv"] * lpi + w["fuzzy"] * (1 - sim) * 5,
+                            "fuzzy",
+                            math.exp(lp) * sim * 0.8,
+                            f"~{match}",
+                        )
+                    )
         return out
 
     def span_options(self, words: Sequence[str]) -> dict[tuple[int, int], list[Option]]:
@@ -175,8 +198,9 @@ class PhraseModel:
         return options
 
     # -------------------------------------------------------------------- decoding
-    def translate(self, words: Sequence[str], lm: Any, beam: int = 24, max_jump: int | None = None,
-                  nbest: int = 1) -> list[Decoded]:
+    def translate(
+        self, words: Sequence[str], lm: Any, beam: int = 24, max_jump: int | None = None, nbest: int = 1
+    ) -> list[Decoded]:
         """Beam search; returns the ``nbest`` best complete hypotheses."""
         max_jump = self.max_jump if max_jump is None else max_jump
         n = len(words)
@@ -243,8 +267,13 @@ class PhraseModel:
                         for word in opt.target:
                             lm_score += lm.logprob(new_target, word)
                             new_target.append(word)
-                        new_score = (score + opt.score + w["lm"] * lm_score + w["wp"] * len(opt.target)
-                                     + w["distortion"] * abs(i - last))
+                        new_score = (
+                            score
+                            + opt.score
+                            + w["lm"] * lm_score
+                            + w["wp"] * len(opt.target)
+                            + w["distortion"] * abs(i - last)
+                        )
                         key = (new_covered, j, tuple(new_target[-2:]))
                         stack = stacks[new_covered.bit_count()]
                         if key not in stack or stack[key][0] < new_score:

@@ -96,7 +96,6 @@ class NgramLM(_SentenceScore):
         return value
 
 
-
 class MixedLM(_SentenceScore):
     """Linear interpolation of language models: ``p = sum(w_k p_k)``."""
 
@@ -109,7 +108,8 @@ class MixedLM(_SentenceScore):
         key = (tuple(history[-(self.order - 1) :]), word)
         value = self._cache.get(key)
         if value is None:
-            value = math.log(sum(w * math.exp(m.logprob(history, word)) for m, w in zip(self.models, self.weights)))
+            mixed = zip(self.models, self.weights, strict=True)
+            value = math.log(sum(w * math.exp(m.logprob(history, word)) for m, w in mixed))
             if len(self._cache) < 2_000_000:
                 self._cache[key] = value
         return value

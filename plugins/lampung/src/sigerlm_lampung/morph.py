@@ -30,10 +30,33 @@ from dataclasses import dataclass
 VOWELS = set("aeiou")
 
 PREFIXES = {
-    "ind": [("di", "di"), ("meny", "N"), ("meng", "N"), ("mem", "N"), ("men", "N"), ("me", "N"),
-            ("ber", "ber"), ("be", "ber"), ("ter", "ter"), ("ke", "ke"), ("se", "se")],
-    "abl": [("di", "di"), ("nge", "N"), ("ng", "N"), ("ny", "N"), ("m", "N"), ("n", "N"),
-            ("ber", "ber"), ("be", "ber"), ("ter", "ter"), ("te", "ter"), ("ke", "ke"), ("se", "se")],
+    "ind": [
+        ("di", "di"),
+        ("meny", "N"),
+        ("meng", "N"),
+        ("mem", "N"),
+        ("men", "N"),
+        ("me", "N"),
+        ("ber", "ber"),
+        ("be", "ber"),
+        ("ter", "ter"),
+        ("ke", "ke"),
+        ("se", "se"),
+    ],
+    "abl": [
+        ("di", "di"),
+        ("nge", "N"),
+        ("ng", "N"),
+        ("ny", "N"),
+        ("m", "N"),
+        ("n", "N"),
+        ("ber", "ber"),
+        ("be", "ber"),
+        ("ter", "ter"),
+        ("te", "ter"),
+        ("ke", "ke"),
+        ("se", "se"),
+    ],
 }
 SUFFIXES = {
     "ind": [("kan", "kan"), ("i", "i"), ("an", "an")],
@@ -45,11 +68,39 @@ CLITICS = {
 }
 #: Surface form of each tag when building a word in a language (nasal ``N`` is handled apart).
 SURFACE = {
-    "ind": {"di": "di", "ber": "ber", "ter": "ter", "ke": "ke", "se": "se", "kan": "kan", "i": "i", "an": "an",
-            "nya": "nya", "ku": "ku", "mu": "mu", "lah": "lah", "kah": "kah", "pun": "pun"},
-    "abl": {"di": "di", "ber": "be", "ter": "te", "ke": "ke", "se": "se", "kan": "ke", "i": "i", "an": "an",
-            # -mu is a separate word in the pairs (badanmu = badan meu: 242 of 245 in train)
-            "nya": "no", "ku": "ku", "mu": " meu", "lah": "lah", "kah": "kah", "pun": "pun"},
+    "ind": {
+        "di": "di",
+        "ber": "ber",
+        "ter": "ter",
+        "ke": "ke",
+        "se": "se",
+        "kan": "kan",
+        "i": "i",
+        "an": "an",
+        "nya": "nya",
+        "ku": "ku",
+        "mu": "mu",
+        "lah": "lah",
+        "kah": "kah",
+        "pun": "pun",
+    },
+    "abl": {
+        "di": "di",
+        "ber": "be",
+        "ter": "te",
+        "ke": "ke",
+        "se": "se",
+        "kan": "ke",
+        "i": "i",
+        "an": "an",
+        # -mu is a separate word in the pairs (badanmu = badan meu: 242 of 245 in train)
+        "nya": "no",
+        "ku": "ku",
+        "mu": " meu",
+        "lah": "lah",
+        "kah": "kah",
+        "pun": "pun",
+    },
 }
 MIN_STEM = 3
 

@@ -27,8 +27,25 @@ from sigerlm_lampung.text import normalize
 
 LABELS = ("abl", "ind", "eng", "other")
 INTENTS = ("lampung_to_id", "id_to_lampung", "lampung_to_en", "en_to_lampung", "general_chat")
-LOCAL_COLUMNS = ("jav", "sun", "min", "mad", "bew", "btk", "mak", "bug", "ban", "ace", "bjn", "mui", "rej", "abs",
-                 "bhp", "nij", "bbc")
+LOCAL_COLUMNS = (
+    "jav",
+    "sun",
+    "min",
+    "mad",
+    "bew",
+    "btk",
+    "mak",
+    "bug",
+    "ban",
+    "ace",
+    "bjn",
+    "mui",
+    "rej",
+    "abs",
+    "bhp",
+    "nij",
+    "bbc",
+)
 
 
 def char_ngrams(text: str, max_n: int = 4) -> Counter[str]:
@@ -51,7 +68,7 @@ class LanguageId:
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> LanguageId:
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         docs: Counter[str] = Counter()
-        for text, label in zip(texts, labels):
+        for text, label in zip(texts, labels, strict=True):
             counts[label].update(char_ngrams(text))
             docs[label] += 1
         self.counts = dict(counts)
@@ -66,8 +83,9 @@ class LanguageId:
         out = {}
         for label, counts in self.counts.items():
             denom = math.log(self.totals[label] + self.alpha * self.vocab)
-            out[label] = self.priors[label] + sum(c * (math.log(counts.get(g, 0) + self.alpha) - denom)
-                                                  for g, c in grams.items())
+            out[label] = self.priors[label] + sum(
+                c * (math.log(counts.get(g, 0) + self.alpha) - denom) for g, c in grams.items()
+            )
         return out
 
     def predict(self, text: str) -> tuple[str, float]:
@@ -94,7 +112,6 @@ def language_data(data_dir: str | Path | None = None, per_label: int = 4000, see
     the kamus headwords, meizano's Indonesian headwords)."""
     from sigerlm.io import read_jsonl
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_lampung import data as d
 
     pairs = d.dedup(d.load_split("train", data_dir) + d.load_split("valid", data_dir))
@@ -141,8 +158,9 @@ def language_data(data_dir: str | Path | None = None, per_label: int = 4000, see
     return out
 
 
-def train_language_id(data_dir: str | Path | None = None, per_label: int = 4000, heldout: float = 0.2,
-                      seed: int = 0) -> tuple[LanguageId, dict[str, Any]]:
+def train_language_id(
+    data_dir: str | Path | None = None, per_label: int = 4000, heldout: float = 0.2, seed: int = 0
+) -> tuple[LanguageId, dict[str, Any]]:
     """Train on all but a held-out part, report accuracy there, then refit on everything.
 
     The held-out part is a random ``heldout`` share of the sentences plus every human-written
@@ -166,18 +184,18 @@ def train_language_id(data_dir: str | Path | None = None, per_label: int = 4000,
 def heldout_report(model: LanguageId, test: Sequence[tuple[str, str]]) -> dict[str, Any]:
     predicted = [model.predict(t)[0] for t, _ in test]
     gold = [label for _, label in test]
-    three = [(p, g) for p, g in zip(predicted, gold) if g in ("abl", "ind", "eng")]
+    three = [(p, g) for p, g in zip(predicted, gold, strict=True) if g in ("abl", "ind", "eng")]
     per_label = {}
     for label in LABELS:
-        rows = [(p, g) for p, g in zip(predicted, gold) if g == label]
+        rows = [(p, g) for p, g in zip(predicted, gold, strict=True) if g == label]
         if rows:
             per_label[label] = {"n": len(rows), "accuracy": round(100 * sum(p == g for p, g in rows) / len(rows), 2)}
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
-    for p, g in zip(predicted, gold):
+    for p, g in zip(predicted, gold, strict=True):
         confusion[g][p] += 1
     return {
         "n": len(test),
-        "accuracy_4way": round(100 * sum(p == g for p, g in zip(predicted, gold)) / max(len(gold), 1), 2),
+        "accuracy_4way": round(100 * sum(p == g for p, g in zip(predicted, gold, strict=True)) / max(len(gold), 1), 2),
         # Lampung vs Indonesian vs English: texts of those three, any wrong label counts as an error
         "accuracy_abl_ind_eng": round(100 * sum(p == g for p, g in three) / max(len(three), 1), 2),
         "per_label": per_label,
@@ -192,15 +210,50 @@ _TO_ENGLISH = r"(?:bahasa\s+)?(?:inggris|english)"
 _LEAD = r"^\s*(?:tolong\s+|please\s+|coba\s+)?"
 _SEP = r"\s*[:\-]?\s*"
 REQUESTS = [
-    (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_LAMPUNG + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_abl"),
-    (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_INDONESIAN + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_ind"),
-    (re.compile(_LEAD + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"
-                + _TO_ENGLISH + _SEP + r"(?P<text>.+)$", re.IGNORECASE | re.DOTALL), "to_eng"),
-    (re.compile(_LEAD + r"(?:apa\s+arti(?:nya)?|arti(?:\s+dari)?|what\s+does)\s+(?P<text>.+?)(?:\s+mean)?\s*\??$", re.IGNORECASE | re.DOTALL),
-     "meaning"),
-    (re.compile(r"^\s*(?P<text>.+?)\s+(?:dalam|in)\s+(?:bahasa\s+)?lampung\s*\??$", re.IGNORECASE | re.DOTALL), "to_abl"),
+    (
+        re.compile(
+            _LEAD
+            + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"  # noqa: E501
+            + _TO_LAMPUNG
+            + _SEP
+            + r"(?P<text>.+)$",
+            re.IGNORECASE | re.DOTALL,
+        ),
+        "to_abl",
+    ),
+    (
+        re.compile(
+            _LEAD
+            + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"  # noqa: E501
+            + _TO_INDONESIAN
+            + _SEP
+            + r"(?P<text>.+)$",
+            re.IGNORECASE | re.DOTALL,
+        ),
+        "to_ind",
+    ),
+    (
+        re.compile(
+            _LEAD
+            + r"(?:terjemahkan|artikan|translate)(?:\s+(?:ini|this|kalimat\s+ini))?\s+(?:ke|kedalam|ke\s+dalam|to|into)\s+"  # noqa: E501
+            + _TO_ENGLISH
+            + _SEP
+            + r"(?P<text>.+)$",
+            re.IGNORECASE | re.DOTALL,
+        ),
+        "to_eng",
+    ),
+    (
+        re.compile(
+            _LEAD + r"(?:apa\s+arti(?:nya)?|arti(?:\s+dari)?|what\s+does)\s+(?P<text>.+?)(?:\s+mean)?\s*\??$",
+            re.IGNORECASE | re.DOTALL,
+        ),
+        "meaning",
+    ),
+    (
+        re.compile(r"^\s*(?P<text>.+?)\s+(?:dalam|in)\s+(?:bahasa\s+)?lampung\s*\??$", re.IGNORECASE | re.DOTALL),
+        "to_abl",
+    ),
 ]
 
 

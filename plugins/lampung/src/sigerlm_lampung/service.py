@@ -32,7 +32,6 @@ def _cache_dir() -> Path:
 
 def _data_key(data_dir: str | Path | None, kind: str, extra: str = "") -> str:
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_lampung import __version__
 
     root = find_data_dir(data_dir)
@@ -60,7 +59,7 @@ def _cached(kind: str, data_dir: str | Path | None, build: Callable[[], Any], ex
             try:
                 with file.open("rb") as handle:
                     value = pickle.load(handle)
-            except Exception as exc:  # noqa: BLE001 - a stale or broken cache is rebuilt
+            except Exception as exc:
                 log.warning("ignoring the Lampung cache %s (%s)", file, exc)
                 value = None
         if value is None:
@@ -76,8 +75,12 @@ def _cached(kind: str, data_dir: str | Path | None, build: Callable[[], Any], ex
         return value
 
 
-def get_translator(data_dir: str | Path | None = None, meizano_path: str | Path | None = None,
-                   generate: Callable[[str], str] | None = None, fallback_below: float = 0.5) -> Any:
+def get_translator(
+    data_dir: str | Path | None = None,
+    meizano_path: str | Path | None = None,
+    generate: Callable[[str], str] | None = None,
+    fallback_below: float = 0.5,
+) -> Any:
     """The translator built from the data folder (train + valid splits, dictionaries); its English
     systems are built (or loaded from the cache) the first time an English direction is asked for.
     Each call returns a new ``Translator`` over the shared tables, with its own ``generate``."""
@@ -93,14 +96,20 @@ def get_translator(data_dir: str | Path | None = None, meizano_path: str | Path 
         return d.dedup(d.load_split("train", data_dir) + d.load_split("valid", data_dir))
 
     systems, lms = _cached(
-        "lampung", data_dir,
-        lambda: build_lampung_parts(data_dir, pairs(), None, meizano_path,
-                                    general_language_models(data_dir, only=("ind",))),
-        extra=str(meizano_path or ""))
+        "lampung",
+        data_dir,
+        lambda: build_lampung_parts(
+            data_dir, pairs(), None, meizano_path, general_language_models(data_dir, only=("ind",))
+        ),
+        extra=str(meizano_path or ""),
+    )
 
     def extend() -> tuple[dict, dict]:
-        return _cached("english", data_dir, lambda: build_english_parts(
-            data_dir, pairs(), general_language_models(data_dir, only=("eng",))))
+        return _cached(
+            "english",
+            data_dir,
+            lambda: build_english_parts(data_dir, pairs(), general_language_models(data_dir, only=("eng",))),
+        )
 
     return Translator(systems, lms, generate, fallback_below, extend=extend)
 
@@ -118,8 +127,9 @@ def get_router(data_dir: str | Path | None = None) -> Any:
     return _cached("router", data_dir, build)
 
 
-def model_generate(model_dir: str | Path, max_new_tokens: int = 64, adapter: str | Path | None = None
-                   ) -> Callable[[str], str]:
+def model_generate(
+    model_dir: str | Path, max_new_tokens: int = 64, adapter: str | Path | None = None
+) -> Callable[[str], str]:
     """A ``generate(prompt) -> str`` over a SigerLM model folder (a base, or a LoRA-merged one),
     optionally with a LoRA adapter folder on top (needs sigerlm-lora), for the fallback."""
     from sigerlm.errors import SigerError
@@ -134,8 +144,10 @@ def model_generate(model_dir: str | Path, max_new_tokens: int = 64, adapter: str
         except ImportError as exc:
             raise SigerError("--adapter needs the LoRA plugin: pip install sigerlm-lora") from exc
         load_adapter(model, adapter)
-    return generator_generate(Generator(TorchRuntime(model), model.tokenizer),
-                              GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]))
+    return generator_generate(
+        Generator(TorchRuntime(model), model.tokenizer),
+        GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]),
+    )
 
 
 def generator_generate(generator: Any, config: Any = None) -> Callable[[str], str]:

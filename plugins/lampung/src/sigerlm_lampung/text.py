@@ -55,8 +55,11 @@ def restore_surface(source: str, translation: str) -> str:
         return translation
     src = source.strip()
     # names and other capitalised words copied from the source keep their capital
-    capitals = {w.lower(): w for w in _WORD.findall(unicodedata.normalize("NFC", src).translate(_APOSTROPHES))[1:]
-                if w[:1].isupper()}
+    capitals = {
+        w.lower(): w
+        for w in _WORD.findall(unicodedata.normalize("NFC", src).translate(_APOSTROPHES))[1:]
+        if w[:1].isupper()
+    }
     out = " ".join(capitals.get(w, w) for w in translation.split(" ")) if capitals else translation
     if src[:1].isupper():
         out = out[:1].upper() + out[1:]

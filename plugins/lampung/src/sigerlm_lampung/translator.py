@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from sigerlm.errors import SigerError
-
 from sigerlm_lampung.data import DictEntry, Pair
 from sigerlm_lampung.learned import PhraseModel, confidence
 from sigerlm_lampung.lm import MixedLM, NgramLM
@@ -36,8 +35,7 @@ from sigerlm_lampung.text import alternatives, first_alternatives, normalize, re
 log = logging.getLogger("sigerlm.lampung")
 
 LANGS = ("abl", "ind", "eng")
-ALIASES = {"lo": "abl", "lampung": "abl", "nyo": "abl", "id": "ind", "indonesian": "ind", "en": "eng",
-           "english": "eng"}
+ALIASES = {"lo": "abl", "lampung": "abl", "nyo": "abl", "id": "ind", "indonesian": "ind", "en": "eng", "english": "eng"}
 MAX_DECODE_WORDS = 40
 _SPEAKER = re.compile(r"(?:^|\s)([A-Z][\w'-]*):\s")
 
@@ -82,7 +80,7 @@ def split_turns(a: str, b: str) -> list[tuple[str, str]]:
     # split() alternates text, speaker, text...; join each speaker with its words
     ta = [f"{pa[k]}: {pa[k + 1]}" for k in range(1, len(pa) - 1, 2)]
     tb = [f"{pb[k]}: {pb[k + 1]}" for k in range(1, len(pb) - 1, 2)]
-    return list(zip(ta, tb)) if len(ta) == len(tb) else [(a, b)]
+    return list(zip(ta, tb, strict=True)) if len(ta) == len(tb) else [(a, b)]
 
 
 @dataclass
@@ -105,8 +103,9 @@ def word_entries(pair: Pair, a: str, b: str) -> list[tuple[str, str]]:
     return [(x, y) for x in alts_a[:4] for y in alts_b[:4]]
 
 
-def collect(pairs: Iterable[Pair], a: str, b: str, meizano: Sequence[DictEntry] = (),
-            extra_words: Sequence[Pair] = ()) -> TrainingData:
+def collect(
+    pairs: Iterable[Pair], a: str, b: str, meizano: Sequence[DictEntry] = (), extra_words: Sequence[Pair] = ()
+) -> TrainingData:
     """Sentences, dictionary entries and exact-lookup tables for the pair (a, b)."""
     data = TrainingData()
     for pair in pairs:
@@ -127,8 +126,11 @@ def collect(pairs: Iterable[Pair], a: str, b: str, meizano: Sequence[DictEntry] 
         # the raw sides (cut into turns by their speaker labels) read as Pair.lo / .id / .en are:
         # Lampung and Indonesian with their first slash alternative and no glosses; English as
         # written ("he/she" is the templates' English for the one Lampung "yo")
-        raw = {"abl": first_alternatives(strip_glosses(pair.lampung)),
-               "ind": first_alternatives(strip_glosses(pair.indonesian)), "eng": pair.english}
+        raw = {
+            "abl": first_alternatives(strip_glosses(pair.lampung)),
+            "ind": first_alternatives(strip_glosses(pair.indonesian)),
+            "eng": pair.english,
+        }
         for ta, tb in split_turns(raw[a], raw[b]):
             wa, wb = tokenize(ta), tokenize(tb)
             if wa and wb and len(wa) <= 60 and len(wb) <= 60:
@@ -178,9 +180,15 @@ class Translator:
     language models)``, so Lampung <-> Indonesian work never pays for them.
     """
 
-    def __init__(self, systems: dict[tuple[str, str], PairSystem], lms: dict[str, Any],
-                 generate: Callable[[str], str] | None = None, fallback_below: float = 0.5,
-                 fuzzy_cutoff: float = 88.0, extend: Callable[[], tuple[dict, dict]] | None = None):
+    def __init__(
+        self,
+        systems: dict[tuple[str, str], PairSystem],
+        lms: dict[str, Any],
+        generate: Callable[[str], str] | None = None,
+        fallback_below: float = 0.5,
+        fuzzy_cutoff: float = 88.0,
+        extend: Callable[[], tuple[dict, dict]] | None = None,
+    ):
         self.systems, self.lms = dict(systems), dict(lms)
         self.generate = generate
         self.fallback_below = fallback_below
@@ -216,7 +224,11 @@ class Translator:
 
         @functools.cache  # translators made from this one's tables share the English systems too
         def extend() -> tuple[dict, dict]:
-            general = general_lms if "eng" in general_lms else {**general_lms, **general_language_models(data_dir, only=("eng",))}
+            general = (
+                general_lms
+                if "eng" in general_lms
+                else {**general_lms, **general_language_models(data_dir, only=("eng",))}
+            )
             return build_english_parts(data_dir, train, general, iterations)
 
         translator = cls(systems, lms, generate, fallback_below, extend=extend if english else None)
@@ -246,8 +258,14 @@ class Translator:
         if not targets:
             return None
         (best, count), total = targets.most_common(1)[0], sum(targets.values())
-        return Result(best, "exact", round(0.9 + 0.1 * count / total, 4), norm, direction,
-                      candidates=[t for t, _ in targets.most_common(3)])
+        return Result(
+            best,
+            "exact",
+            round(0.9 + 0.1 * count / total, 4),
+            norm,
+            direction,
+            candidates=[t for t, _ in targets.most_common(3)],
+        )
 
     def fuzzy(self, norm: str, src: str, tgt: str) -> Result | None:
         from rapidfuzz import fuzz, process
@@ -264,25 +282,37 @@ class Translator:
             # a near miss differs only where the input has a word the tables do not know (a
             # misspelling), never by swapping one known word for another (kamu / kami)
             known = system.models[direction].table
-            if all(a == b or (a not in known and min(len(a), len(b)) >= 3 and fuzz.ratio(a, b) >= 75)
-                   for a, b in zip(words, other)):
+            if all(
+                a == b or (a not in known and min(len(a), len(b)) >= 3 and fuzz.ratio(a, b) >= 75)
+                for a, b in zip(words, other, strict=True)
+            ):
                 found = self.exact(key, src, tgt)
                 if found is not None:
-                    return Result(found.text, "fuzzy", round(0.85 * score / 100, 4), norm, direction,
-                                  candidates=found.candidates)
+                    return Result(
+                        found.text, "fuzzy", round(0.85 * score / 100, 4), norm, direction, candidates=found.candidates
+                    )
         return None
 
     def learned(self, norm: str, src: str, tgt: str, nbest: int = 3) -> Result:
         system, direction = self._system(src, tgt)
         words = norm.split()
         if len(words) > MAX_DECODE_WORDS:  # a long unpunctuated text: decode it in windows
-            parts = [self.learned(" ".join(words[k : k + MAX_DECODE_WORDS]), src, tgt, nbest=1)
-                     for k in range(0, len(words), MAX_DECODE_WORDS)]
+            parts = [
+                self.learned(" ".join(words[k : k + MAX_DECODE_WORDS]), src, tgt, nbest=1)
+                for k in range(0, len(words), MAX_DECODE_WORDS)
+            ]
             return combine([(p.source, p) for p in parts], norm, direction)
         decoded = system.models[direction].translate(words, self.lms[tgt], nbest=nbest)
         best = decoded[0]
-        return Result(" ".join(best.words), "learned", confidence(best, len(words)), norm, direction,
-                      unknown=best.unknown, candidates=[" ".join(d.words) for d in decoded])
+        return Result(
+            " ".join(best.words),
+            "learned",
+            confidence(best, len(words)),
+            norm,
+            direction,
+            unknown=best.unknown,
+            candidates=[" ".join(d.words) for d in decoded],
+        )
 
     def lookup_or_learned(self, norm: str, src: str, tgt: str) -> Result:
         return self.exact(norm, src, tgt) or self.fuzzy(norm, src, tgt) or self.learned(norm, src, tgt)
@@ -294,9 +324,15 @@ class Translator:
             return direct
         first = self.lookup_or_learned(norm, src, "ind")
         second = self.lookup_or_learned(first.text, "ind", tgt)
-        pivot = Result(second.text, f"pivot:{first.stage}+{second.stage}", round(first.confidence * second.confidence, 4),
-                       norm, f"{src}-{tgt}", unknown=sorted(set(first.unknown) | set(second.unknown)),
-                       candidates=[second.text, direct.text])
+        pivot = Result(
+            second.text,
+            f"pivot:{first.stage}+{second.stage}",
+            round(first.confidence * second.confidence, 4),
+            norm,
+            f"{src}-{tgt}",
+            unknown=sorted(set(first.unknown) | set(second.unknown)),
+            candidates=[second.text, direct.text],
+        )
         return pivot if pivot.confidence >= direct.confidence else direct
 
     def _one(self, norm: str, src: str, tgt: str) -> Result:
@@ -337,14 +373,21 @@ class Translator:
         prompt = fallback_prompt(text, src, tgt, hint)
         try:
             answer = (self.generate(prompt) or "").strip().splitlines()
-        except Exception as exc:  # noqa: BLE001 - the model is optional: keep the learned answer
+        except Exception as exc:
             log.warning("model fallback failed (%s); keeping the %s answer", exc, hint.stage)
             return hint
         answer_text = normalize(answer[0]) if answer else ""
         if not answer_text or answer_text == normalize(text):
             return hint  # nothing, or the source copied back: not a translation
-        return Result(answer_text, "model", round(max(0.3, hint.confidence), 4), hint.source, hint.direction,
-                      unknown=hint.unknown, candidates=[hint.text] + hint.candidates)
+        return Result(
+            answer_text,
+            "model",
+            round(max(0.3, hint.confidence), 4),
+            hint.source,
+            hint.direction,
+            unknown=hint.unknown,
+            candidates=[hint.text] + hint.candidates,
+        )
 
     # ------------------------------------------------------------------ gloss
     def gloss(self, text: str, src: str = "abl", tgt: str = "ind") -> list[dict[str, Any]]:
@@ -359,30 +402,51 @@ class Translator:
         for word in tokenize(text):
             readings = []
             for t, lp, _ in model.table.get(word, [])[:3]:
-                readings.append({"translation": t, "p": round(math.exp(lp), 3), "from": "phrase table",
-                                 "alignment": round(model.lexicon.get(word, {}).get(t, 0.0), 3)})
+                readings.append(
+                    {
+                        "translation": t,
+                        "p": round(math.exp(lp), 3),
+                        "from": "phrase table",
+                        "alignment": round(model.lexicon.get(word, {}).get(t, 0.0), 3),
+                    }
+                )
             if not readings:
                 for opt in model.word_options(word)[:3]:
-                    readings.append({"translation": " ".join(opt.target), "p": round(opt.prob, 3),
-                                     "from": f"{opt.kind} ({opt.note})"})
+                    readings.append(
+                        {
+                            "translation": " ".join(opt.target),
+                            "p": round(opt.prob, 3),
+                            "from": f"{opt.kind} ({opt.note})",
+                        }
+                    )
             exact = system.exact[direction].get(word)
             if exact and not readings:
                 readings.append({"translation": exact.most_common(1)[0][0], "p": 1.0, "from": "lookup"})
-            out.append({"word": word, "readings": readings or [{"translation": word, "p": 0.0, "from": "unknown (copied)"}]})
+            out.append(
+                {"word": word, "readings": readings or [{"translation": word, "p": 0.0, "from": "unknown (copied)"}]}
+            )
         return out
 
 
-def build_lampung_parts(data_dir: str | Path | None, train: Sequence[Pair], meizano: Sequence[DictEntry] | None,
-                        meizano_path: str | Path | None, general_lms: dict[str, NgramLM], iterations: int = 5
-                        ) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
+def build_lampung_parts(
+    data_dir: str | Path | None,
+    train: Sequence[Pair],
+    meizano: Sequence[DictEntry] | None,
+    meizano_path: str | Path | None,
+    general_lms: dict[str, NgramLM],
+    iterations: int = 5,
+) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
     """The Lampung <-> Indonesian system and the two languages' models."""
     from sigerlm_lampung import data as d
 
     if meizano is None:
         meizano = d.load_meizano(data_dir, meizano_path)
     words = d.load_word_pairs(data_dir)
-    systems = {("abl", "ind"): PairSystem.build(collect(train, "abl", "ind", meizano, words), "abl", "ind",
-                                                iterations=iterations)}
+    systems = {
+        ("abl", "ind"): PairSystem.build(
+            collect(train, "abl", "ind", meizano, words), "abl", "ind", iterations=iterations
+        )
+    }
     lms = {
         "abl": NgramLM.fit([p.lo for p in train if p.type != "dictionary"] + words_side(words, "abl")),
         "ind": _mix(NgramLM.fit([p.id for p in train if p.type != "dictionary"]), general_lms.get("ind")),
@@ -390,8 +454,9 @@ def build_lampung_parts(data_dir: str | Path | None, train: Sequence[Pair], meiz
     return systems, lms
 
 
-def build_english_parts(data_dir: str | Path | None, train: Sequence[Pair], general_lms: dict[str, NgramLM],
-                        iterations: int = 5) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
+def build_english_parts(
+    data_dir: str | Path | None, train: Sequence[Pair], general_lms: dict[str, NgramLM], iterations: int = 5
+) -> tuple[dict[tuple[str, str], PairSystem], dict[str, Any]]:
     """Lampung <-> English from the pairs with English, Indonesian <-> English from those and the
     Indonesian-English parallel file, and the English language model."""
     from sigerlm_lampung import data as d
@@ -424,11 +489,18 @@ def combine(parts: Sequence[tuple[str, Result]], norm: str, direction: str) -> R
     stages = [r.stage for _, r in parts]
     stage = max(stages, key=lambda st: order.index(st) if st in order else len(order))
     sizes = [max(len(normalize(seg).split()), 1) for seg, _ in parts]
-    confidence = sum(r.confidence * n for (_, r), n in zip(parts, sizes)) / sum(sizes)
+    confidence = sum(r.confidence * n for (_, r), n in zip(parts, sizes, strict=True)) / sum(sizes)
     unknown = list(dict.fromkeys(w for _, r in parts for w in r.unknown))
     text = " ".join(restore_surface(seg, r.text) for seg, r in parts if r.text)
-    return Result(text, stage, round(confidence, 4), norm, direction, unknown=unknown,
-                  candidates=[" ".join(r.text for _, r in parts)])
+    return Result(
+        text,
+        stage,
+        round(confidence, 4),
+        norm,
+        direction,
+        unknown=unknown,
+        candidates=[" ".join(r.text for _, r in parts)],
+    )
 
 
 def words_side(pairs: Sequence[Pair], lang: str) -> list[str]:
@@ -439,8 +511,12 @@ def _mix(in_domain: NgramLM, general: NgramLM | None) -> Any:
     return in_domain if general is None else MixedLM([in_domain, general], [0.7, 0.3])
 
 
-def general_language_models(data_dir: str | Path | None = None, english: bool = True,
-                            max_sentences: int = 20000, only: Sequence[str] | None = None) -> dict[str, NgramLM]:
+def general_language_models(
+    data_dir: str | Path | None = None,
+    english: bool = True,
+    max_sentences: int = 20000,
+    only: Sequence[str] | None = None,
+) -> dict[str, NgramLM]:
     """Trigram models of the general Indonesian (and English) corpus, when the data has one."""
     from sigerlm_lampung.data import load_monolingual
 

@@ -19,11 +19,24 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "LoraConfig": "lora", "LoraError": "lora", "LoraLinear": "lora", "DEFAULT_TARGETS": "lora",
-    "add_adapter": "lora", "set_adapter": "lora", "active_adapter": "lora", "adapter_names": "lora",
-    "adapter_info": "lora", "remove_adapter": "lora", "merge_adapter": "lora", "train_only": "lora",
-    "base_hash": "lora", "find_targets": "lora",
-    "save_adapter": "files", "load_adapter": "files", "read_adapter": "files", "merge_and_export": "files",
+    "LoraConfig": "lora",
+    "LoraError": "lora",
+    "LoraLinear": "lora",
+    "DEFAULT_TARGETS": "lora",
+    "add_adapter": "lora",
+    "set_adapter": "lora",
+    "active_adapter": "lora",
+    "adapter_names": "lora",
+    "adapter_info": "lora",
+    "remove_adapter": "lora",
+    "merge_adapter": "lora",
+    "train_only": "lora",
+    "base_hash": "lora",
+    "find_targets": "lora",
+    "save_adapter": "files",
+    "load_adapter": "files",
+    "read_adapter": "files",
+    "merge_and_export": "files",
     "describe": "files",
 }
 __all__ = sorted(_EXPORTS)

@@ -40,6 +40,12 @@ def info(
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
         return
-    typer.echo(f"adapter '{meta['name']}': rank {meta['rank']}, alpha {meta['alpha']}, dropout {meta.get('dropout', 0)}")
-    typer.echo(f"  {len(meta['modules'])} layers ({', '.join(meta.get('targets') or [])}), {meta['parameters']:,} parameters")
-    typer.echo(f"  base {meta['base_hash'][:12]} {meta.get('base_identity') or ''} {meta.get('base_model') or ''}".rstrip())
+    typer.echo(
+        f"adapter '{meta['name']}': rank {meta['rank']}, alpha {meta['alpha']}, dropout {meta.get('dropout', 0)}"
+    )
+    typer.echo(
+        f"  {len(meta['modules'])} layers ({', '.join(meta.get('targets') or [])}), {meta['parameters']:,} parameters"
+    )
+    typer.echo(
+        f"  base {meta['base_hash'][:12]} {meta.get('base_identity') or ''} {meta.get('base_model') or ''}".rstrip()
+    )

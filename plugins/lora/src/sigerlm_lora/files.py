@@ -48,9 +48,15 @@ ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def save_adapter(model: nn.Module, folder: str | Path, name: str = "default", *,
-                 base_folder: str | Path | None = None, identity: str | None = None,
-                 plugins: Mapping[str, str] | None = None) -> Path:
+def save_adapter(
+    model: nn.Module,
+    folder: str | Path,
+    name: str = "default",
+    *,
+    base_folder: str | Path | None = None,
+    identity: str | None = None,
+    plugins: Mapping[str, str] | None = None,
+) -> Path:
     """Write adapter ``name`` of ``model`` to ``folder`` (atomically)."""
     from safetensors.torch import save_file
 
@@ -86,8 +92,10 @@ def read_adapter(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]
     except ValueError as exc:
         raise LoraError(f"{file}: not valid JSON ({exc})") from None
     if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "lora":
-        raise LoraError(f"{file}: not a LoRA adapter of format {FORMAT_VERSION} "
-                        f"(format_version {meta.get('format_version')!r}, kind {meta.get('kind')!r})")
+        raise LoraError(
+            f"{file}: not a LoRA adapter of format {FORMAT_VERSION} "
+            f"(format_version {meta.get('format_version')!r}, kind {meta.get('kind')!r})"
+        )
     for key in ("rank", "alpha", "modules", "base_hash"):
         if key not in meta:
             raise LoraError(f"{file}: '{key}' is missing")
@@ -97,18 +105,26 @@ def read_adapter(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]
     expected = {f"{m}.lora_{p}" for m in meta["modules"] for p in "AB"}
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
-        raise LoraError(f"{weights} does not match {ADAPTER_CONFIG}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise LoraError(
+            f"{weights} does not match {ADAPTER_CONFIG}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     rank = int(meta["rank"])
     for m in meta["modules"]:
         a, b = tensors[f"{m}.lora_A"], tensors[f"{m}.lora_B"]
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != rank or b.shape[1] != rank:
-            raise LoraError(f"{weights}: '{m}' has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, not rank {rank}")
+            raise LoraError(
+                f"{weights}: '{m}' has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, not rank {rank}"
+            )
     return meta, tensors
 
 
 def _config(meta: Mapping[str, Any]) -> LoraConfig:
-    return LoraConfig(rank=int(meta["rank"]), alpha=float(meta["alpha"]), dropout=float(meta.get("dropout", 0.0)),
-                      targets=list(meta.get("targets") or meta["modules"]))
+    return LoraConfig(
+        rank=int(meta["rank"]),
+        alpha=float(meta["alpha"]),
+        dropout=float(meta.get("dropout", 0.0)),
+        targets=list(meta.get("targets") or meta["modules"]),
+    )
 
 
 def _mismatch(folder: Path, meta: Mapping[str, Any], have: str, what: str) -> LoraError:
@@ -120,8 +136,9 @@ def _mismatch(folder: Path, meta: Mapping[str, Any], have: str, what: str) -> Lo
     )
 
 
-def load_adapter(model: nn.Module, folder: str | Path, name: str | None = None, *, trainable: bool = False,
-                 activate: bool = True) -> str:
+def load_adapter(
+    model: nn.Module, folder: str | Path, name: str | None = None, *, trainable: bool = False, activate: bool = True
+) -> str:
     """Add the adapter saved in ``folder`` to ``model`` under ``name`` (default: its saved name,
     else the folder's name). Refused when the model's base tensors are not the adapter's base."""
     folder = Path(folder)
@@ -142,7 +159,10 @@ def load_adapter(model: nn.Module, folder: str | Path, name: str | None = None, 
             for part, table in (("A", layer.lora_A), ("B", layer.lora_B)):
                 value = tensors[f"{m}.lora_{part}"]
                 if tuple(value.shape) != tuple(table[name].shape):
-                    raise LoraError(f"{folder}: '{m}.lora_{part}' is {tuple(value.shape)}, the layer needs {tuple(table[name].shape)}")
+                    raise LoraError(
+                        f"{folder}: '{m}.lora_{part}' is {tuple(value.shape)}, "
+                        f"the layer needs {tuple(table[name].shape)}"
+                    )
                 table[name].copy_(value)
                 table[name].requires_grad_(trainable)
     set_adapter(model, name if activate else previous)
@@ -184,10 +204,14 @@ def merge_and_export(base: str | Path, adapter: str | Path, out: str | Path) -> 
             target = folder / item.name
             shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
 
-    provenance = {key: meta.get(key) for key in ("name", "rank", "alpha", "targets", "modules", "base_hash", "base_model")}
+    provenance = {
+        key: meta.get(key) for key in ("name", "rank", "alpha", "targets", "modules", "base_hash", "base_model")
+    }
     provenance["adapter"] = str(adapter)
     return save_model_folder(
-        out, merged, config,
+        out,
+        merged,
+        config,
         adapter=base_meta.get("adapter"),
         plugins={**(base_meta.get("plugins") or {}), **(meta.get("plugins") or {})},
         tokenizer_hash=base_meta.get("tokenizer_hash"),

@@ -27,9 +27,17 @@ def lora(model, rank, alpha, dropout, targets, name, adapter):
     else:
         add_adapter(model, name, LoraConfig(rank=rank, alpha=alpha, dropout=dropout, targets=list(targets)))
     trainable, total = train_only(model, name)
-    log.info("LoRA adapter '%s' (rank %d, alpha %g): %d trainable parameters of %d (%.2f%%)",
-             name, rank, alpha, trainable, total, 100 * trainable / max(total, 1))
+    log.info(
+        "LoRA adapter '%s' (rank %d, alpha %g): %d trainable parameters of %d (%.2f%%)",
+        name,
+        rank,
+        alpha,
+        trainable,
+        total,
+        100 * trainable / max(total, 1),
+    )
     if hasattr(model, "saver"):  # the train step's model: save the adapter, not the whole model
+
         def saver(folder, tokenizer=None, plugins=None):
             return save_adapter(model, folder, name, base_folder=getattr(model, "init_from", None), plugins=plugins)
 

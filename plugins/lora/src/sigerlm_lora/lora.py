@@ -131,7 +131,9 @@ def _matches(name: str, pattern: str) -> bool:
 def find_targets(model: nn.Module, targets: Iterable[str]) -> list[tuple[str, nn.Linear]]:
     """The ``nn.Linear`` modules whose names match ``targets``; an error lists what there is."""
     targets = list(targets)
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(_matches(n, t) for t in targets)]
+    found = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(_matches(n, t) for t in targets)
+    ]
     if not found:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear) and n})
         raise LoraError(
@@ -184,8 +186,14 @@ def base_hash(model: nn.Module) -> str:
 
 
 # -- adapters ------------------------------------------------------------------------------------
-def add_adapter(model: nn.Module, name: str = "default", config: LoraConfig | None = None, *,
-                modules: Iterable[str] | None = None, base: str | None = None) -> AdapterInfo:
+def add_adapter(
+    model: nn.Module,
+    name: str = "default",
+    config: LoraConfig | None = None,
+    *,
+    modules: Iterable[str] | None = None,
+    base: str | None = None,
+) -> AdapterInfo:
     """Add a new (zero) adapter on the layers ``config.targets`` match (or exactly ``modules``)
     and make it active."""
     config = config or LoraConfig()
@@ -288,8 +296,13 @@ def merge_adapter(model: nn.Module, name: str) -> None:
             layer = layers[module_name]
             layer.weight.copy_((layer.weight.double() + layer.delta(name)).to(layer.weight.dtype))
     for module_name, layer in layers.items():
-        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                          device=layer.weight.device, dtype=layer.weight.dtype)
+        plain = nn.Linear(
+            layer.in_features,
+            layer.out_features,
+            bias=layer.bias is not None,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
         plain.weight, plain.bias = layer.weight, layer.bias
         parent_name, _, child = module_name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, plain)

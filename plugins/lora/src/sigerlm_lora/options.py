@@ -17,7 +17,8 @@ class LoraOptions(BaseModel):
     alpha: float = Field(16.0, gt=0, description="Scale: the adapter adds alpha / rank * B @ A.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input while training.")
     targets: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        min_length=1,
         description="nn.Linear modules to adapt: a bare name matches the last part of a module's name "
         "(in_proj); a pattern with a dot or wildcard matches the whole name (backbone.layers.0.*).",
     )

@@ -1,1 +1,4 @@
-"""sigerlm-moe: A sparse mixture-of-experts branch for SigerLM blocks, with load-balancing losses and dense-to-MoE warm start."""
+"""sigerlm-moe: a sparse mixture-of-experts branch for SigerLM blocks.
+
+With load-balancing losses and dense-to-MoE warm start.
+"""

@@ -24,7 +24,9 @@ class PromptBuilder:
     def build(self, messages: list[dict[str, str]], open_assistant: bool = True) -> list[int]:
         ids: list[int] = []
         for m in messages:
-            ids += [self.tokenizer.token_id(ROLES[m["role"]])] + encode_content(self.tokenizer, m["content"]) + [self.end]
+            ids += (
+                [self.tokenizer.token_id(ROLES[m["role"]])] + encode_content(self.tokenizer, m["content"]) + [self.end]
+            )
         if open_assistant:
             ids.append(self.tokenizer.token_id(ROLES["assistant"]))
         return ids

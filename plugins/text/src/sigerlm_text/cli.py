@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,7 +19,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Folder to write tokenizer.json into.")],
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size, special tokens included.")] = 8000,
     field: Annotated[
-        Optional[list[str]], typer.Option("--field", help="JSONL fields to use (default: every string field).")
+        list[str] | None, typer.Option("--field", help="JSONL fields to use (default: every string field).")
     ] = None,
     min_frequency: Annotated[int, typer.Option("--min-frequency")] = 2,
 ) -> None:
@@ -39,7 +39,8 @@ def train(
     tokenizer = BPETokenizer.train(counted(), vocab_size, min_frequency)
     tokenizer.save(out)
     typer.echo(
-        f"trained a BPE of {tokenizer.vocab_size} tokens on {seen['documents']} documents ({seen['bytes'] / 1e6:.2f} MB) "
+        f"trained a BPE of {tokenizer.vocab_size} tokens on {seen['documents']} documents "
+        f"({seen['bytes'] / 1e6:.2f} MB) "
         f"in {time.perf_counter() - started:.1f} s: {out / 'tokenizer.json'} (hash {tokenizer.hash[:12]})"
     )
 
@@ -66,13 +67,17 @@ app.add_typer(corpus_app, name="corpus")
 def corpus_build(
     config: Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON), e.g. registry/datasets/*.yaml.")],
     out: Annotated[Path, typer.Option("--out", help="The corpus (JSONL); the report goes to OUT.report.json.")],
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the config's seed.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where relative paths point (default: $SIGER_DATA_DIR or ../shared/data).")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A trained tokenizer.json: count tokens per source.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where relative paths point (default: $SIGER_DATA_DIR or ../shared/data)."),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option("--tokenizer", help="A trained tokenizer.json: count tokens per source.")
+    ] = None,
 ) -> None:
     """Write one shuffled, deduplicated corpus and a report of what went in and what did not."""
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_text.corpus import build_corpus, load_config
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
@@ -83,7 +88,8 @@ def corpus_build(
         capped = " (oversampling capped)" if s["oversampling_capped"] else ""
         tokens = f", {s['tokens']} tokens" if "tokens" in s else ""
         typer.echo(
-            f"{s['source']}: read {s['read']}, bad {s['bad']}, empty {s['skipped_empty']}, duplicates {s['duplicates']}, over max_rows "
+            f"{s['source']}: read {s['read']}, bad {s['bad']}, empty {s['skipped_empty']}, "
+            f"duplicates {s['duplicates']}, over max_rows "
             f"{s['over_max_rows']}, kept {s['kept']}, written {s['written']}{capped}{tokens}"
         )
     for line in report["bad_rows"][:20]:
@@ -102,20 +108,26 @@ def generate_command(
     top_k: Annotated[int, typer.Option("--top-k")] = 0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="A stop string; repeatable.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="A stop string; repeatable.")] = None,
     hide_thought: Annotated[bool, typer.Option("--hide-thought", help="Leave <thought> blocks out.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
 ) -> None:
     """Continue a prompt with a trained model (cached decoding: each token costs the same)."""
     from sigerlm.runtime import TorchRuntime
-
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
 
-    config = GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    repetition_penalty=repetition_penalty, seed=seed, stop=stop or [],
-                                    hide_thought=hide_thought)
+    config = GenerationConfig.build(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=stop or [],
+        hide_thought=hide_thought,
+    )
     model = SigerLM.from_pretrained(model_dir)
     generator = Generator(TorchRuntime(model, threads), model.tokenizer)
     if stream:
@@ -128,13 +140,13 @@ def generate_command(
 
 def chat_command(
     model_dir: Annotated[Path, typer.Argument(help="A model folder.")],
-    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 128,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
     top_k: Annotated[int, typer.Option("--top-k")] = 0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.1,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     max_context_tokens: Annotated[int, typer.Option("--max-context-tokens")] = 2048,
 ) -> None:
     """Chat with a model: type a message, or /help. Piped input: one message a line."""
@@ -143,13 +155,18 @@ def chat_command(
     from sigerlm.errors import SigerError
     from sigerlm.plugins import make_plugin_manager
     from sigerlm.runtime import TorchRuntime
-
     from sigerlm_text.chat_session import ChatSession, collect_commands, collect_router
     from sigerlm_text.generation import GenerationConfig, Generator
     from sigerlm_text.model import SigerLM
 
-    config = GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    repetition_penalty=repetition_penalty, seed=seed)
+    config = GenerationConfig.build(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+    )
     model = SigerLM.from_pretrained(model_dir)
     session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system, config, max_context_tokens)
     pm = make_plugin_manager()

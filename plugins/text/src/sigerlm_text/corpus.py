@@ -46,7 +46,9 @@ class Source(BaseModel):
     instruction: str | None = None
     system: str | None = None
     lang: str | None = Field(None, description="ISO 639-3 tag recorded on each row.")
-    weight: float = Field(1.0, gt=0, description="Copies of each row: 2.5 = twice, plus a third time for half the rows.")
+    weight: float = Field(
+        1.0, gt=0, description="Copies of each row: 2.5 = twice, plus a third time for half the rows."
+    )
     max_rows: int | None = Field(None, ge=1, description="Keep at most this many rows (a seeded sample).")
     dedup: Literal["exact", "normalized", "none"] = "exact"
     skip_empty: bool = Field(
@@ -112,8 +114,10 @@ def _row_to_record(source: Source, row: Any) -> dict[str, Any]:
         messages = check_messages(row.get("messages"))
     else:
         pair = [_text_field(row, key).strip() for key in (source.source_field, source.target_field)]
-        messages = [{"role": "user", "content": f"{source.instruction}\n\n{pair[0]}"},
-                    {"role": "assistant", "content": pair[1]}]
+        messages = [
+            {"role": "user", "content": f"{source.instruction}\n\n{pair[0]}"},
+            {"role": "assistant", "content": pair[1]},
+        ]
     if source.system:
         messages = [{"role": "system", "content": source.system}] + [m for m in messages if m["role"] != "system"]
     return {"messages": messages}
@@ -139,8 +143,19 @@ def build_corpus(
     for index, source in enumerate(config.sources):
         path = Path(source.path) if Path(source.path).is_absolute() else data_dir / source.path
         name = source.name or f"{Path(source.path).stem}:{source.format}"
-        stats = {"source": name, "path": str(path), "read": 0, "bad": 0, "skipped_empty": 0, "duplicates": 0, "over_max_rows": 0,
-                 "kept": 0, "written": 0, "weight": source.weight, "oversampling_capped": False}
+        stats = {
+            "source": name,
+            "path": str(path),
+            "read": 0,
+            "bad": 0,
+            "skipped_empty": 0,
+            "duplicates": 0,
+            "over_max_rows": 0,
+            "kept": 0,
+            "written": 0,
+            "weight": source.weight,
+            "oversampling_capped": False,
+        }
         if not path.is_file():
             raise SigerError(f"sources[{index}]: {path} not found")
         kept: list[dict[str, Any]] = []

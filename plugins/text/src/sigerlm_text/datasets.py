@@ -76,7 +76,11 @@ class TokenCache:
         meta = json.loads((folder / "meta.json").read_text())
         self.folder = folder
         self.meta = meta
-        self.ids = np.memmap(folder / "ids.bin", dtype=np.uint32, mode="r", shape=(meta["tokens"],)) if meta["tokens"] else np.zeros(0, np.uint32)
+        self.ids = (
+            np.memmap(folder / "ids.bin", dtype=np.uint32, mode="r", shape=(meta["tokens"],))
+            if meta["tokens"]
+            else np.zeros(0, np.uint32)
+        )
         self.mask = (
             np.memmap(folder / "mask.bin", dtype=np.uint8, mode="r", shape=(meta["tokens"],))
             if meta["has_mask"] and meta["tokens"]
@@ -103,7 +107,9 @@ class TokenCache:
                         np.asarray(mask, dtype=np.uint8).tofile(mask_file)
                     offsets.append(offsets[-1] + len(ids))
             np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-            meta = dict(info(), format=CACHE_FORMAT, tokens=int(offsets[-1]), examples=len(offsets) - 1, has_mask=has_mask)
+            meta = dict(
+                info(), format=CACHE_FORMAT, tokens=int(offsets[-1]), examples=len(offsets) - 1, has_mask=has_mask
+            )
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         log.info("token cache written: %s (%d tokens)", folder, offsets[-1])
         return cls(folder)
@@ -112,8 +118,16 @@ class TokenCache:
 class _Base:
     kind = ""
 
-    def __init__(self, run: Any, tokenizer: TextTokenizer, files: list[Path], seq_len: int, batch_size: int,
-                 shuffle: bool, options: dict[str, Any]):
+    def __init__(
+        self,
+        run: Any,
+        tokenizer: TextTokenizer,
+        files: list[Path],
+        seq_len: int,
+        batch_size: int,
+        shuffle: bool,
+        options: dict[str, Any],
+    ):
         self.seed = getattr(run, "seed", 0)
         self.rank = getattr(run, "rank", 0)
         self.world_size = getattr(run, "world_size", 1)
@@ -126,8 +140,12 @@ class _Base:
         self.cache = TokenCache.build(
             key,
             self._examples(),
-            lambda: {"kind": self.kind, "files": [str(f) for f in files], "tokenizer": tokenizer.hash,
-                     "problems": self.problems},
+            lambda: {
+                "kind": self.kind,
+                "files": [str(f) for f in files],
+                "tokenizer": tokenizer.hash,
+                "problems": self.problems,
+            },
         )
         self.problems = list(self.cache.meta.get("problems", []))  # also when the cache was already there
         if self.problems:
@@ -163,7 +181,11 @@ class TextCompletion(_Base):
         super().__init__(*args, **kwargs)
         self.stride = stride
         total = self.cache.meta["tokens"]
-        self.starts = np.arange(0, max(0, total - (self.seq_len + 1)) + 1, stride) if total > self.seq_len else np.zeros(0, np.int64)
+        self.starts = (
+            np.arange(0, max(0, total - (self.seq_len + 1)) + 1, stride)
+            if total > self.seq_len
+            else np.zeros(0, np.int64)
+        )
         if len(self.starts) == 0:
             raise SigerError(f"text_completion: {total} tokens, fewer than one window of {self.seq_len + 1}")
 
@@ -189,7 +211,7 @@ class TextCompletion(_Base):
         pending: list[str] = []
 
         def flush() -> Iterator[tuple[list[int], None]]:
-            for piece, ids in zip(pending, self.tokenizer.encode_batch(pending, allow_special=False)):
+            for piece, ids in zip(pending, self.tokenizer.encode_batch(pending, allow_special=False), strict=True):
                 yield (ids + [eot] if piece == "" else ids), None
 
         for doc in self._documents():
@@ -261,8 +283,13 @@ class InstructionJsonl(_Conversations):
 
     kind = "instruction_jsonl"
 
-    def __init__(self, *args: Any, templates: list[dict[str, str]] | None = None,
-                 where: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        templates: list[dict[str, str]] | None = None,
+        where: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         self.templates = templates or []
         self.where = where or {}
         super().__init__(*args, **kwargs)
@@ -292,7 +319,9 @@ def resolve_tokenizer(run: Any, spec: str | None) -> TextTokenizer:
     if spec is None:
         tokenizer = getattr(run, "state", {}).get("tokenizer")
         if tokenizer is None:
-            raise SigerError("this dataset needs a tokenizer: give tokenizer: PATH (a trained tokenizer.json) or tiktoken")
+            raise SigerError(
+                "this dataset needs a tokenizer: give tokenizer: PATH (a trained tokenizer.json) or tiktoken"
+            )
         return tokenizer
     if spec == "tiktoken":
         from sigerlm_text.tokenizers.tiktoken_fallback import TiktokenTokenizer

@@ -29,9 +29,13 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
         return {"n": 0}
     chrf = sacrebleu.corpus_chrf(hypotheses, [references], word_order=2)
     bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    exact = sum(h.strip().lower() == r.strip().lower() for h, r in zip(hypotheses, references))
-    return {"n": len(hypotheses), "chrf_pp": round(chrf.score, 2), "bleu": round(bleu.score, 2),
-            "exact_match": round(100 * exact / len(hypotheses), 2)}
+    exact = sum(h.strip().lower() == r.strip().lower() for h, r in zip(hypotheses, references, strict=True))
+    return {
+        "n": len(hypotheses),
+        "chrf_pp": round(chrf.score, 2),
+        "bleu": round(bleu.score, 2),
+        "exact_match": round(100 * exact / len(hypotheses), 2),
+    }
 
 
 def current_model(run: Any) -> Any:
@@ -43,8 +47,16 @@ def current_model(run: Any) -> Any:
     return model.eval()
 
 
-def eval_generation(run: Any, files: list[str], templates: list[Any], where: dict[str, Any], limit: int | None,
-                    max_new_tokens: int, batch_size: int, name: str) -> dict[str, Any]:
+def eval_generation(
+    run: Any,
+    files: list[str],
+    templates: list[Any],
+    where: dict[str, Any],
+    limit: int | None,
+    max_new_tokens: int,
+    batch_size: int,
+    name: str,
+) -> dict[str, Any]:
     """The step's factory: returns ``{template: scores, ..., "overall": scores}``."""
     import torch
 
@@ -57,8 +69,9 @@ def eval_generation(run: Any, files: list[str], templates: list[Any], where: dic
 
     tokenizer = run.state.get("tokenizer")
     if tokenizer is None:
-        raise SigerError("eval-generation needs the run's tokenizer (a train-tokenizer step, or model.init_from "
-                         "a text model folder)")
+        raise SigerError(
+            "eval-generation needs the run's tokenizer (a train-tokenizer step, or model.init_from a text model folder)"
+        )
     rows: list[dict[str, Any]] = []
     for file in expand(files, (".jsonl",)):
         for number, row, error in read_jsonl(file):
@@ -87,8 +100,10 @@ def eval_generation(run: Any, files: list[str], templates: list[Any], where: dic
             hyps += [generator._finish(row, config).text.strip() for row in decoded]
         refs = [ref for _, ref in pairs]
         results[label] = score(hyps, refs)
-        for (filled, ref), hyp in zip(pairs, hyps):
-            predictions.append({"template": label, "prompt": filled["instruction"], "reference": ref, "prediction": hyp})
+        for (filled, ref), hyp in zip(pairs, hyps, strict=True):
+            predictions.append(
+                {"template": label, "prompt": filled["instruction"], "reference": ref, "prediction": hyp}
+            )
         all_hyp += hyps
         all_ref += refs
         log.info("%s %s: %s", name, label, results[label])

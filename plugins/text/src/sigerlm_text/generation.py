@@ -46,7 +46,9 @@ class GenerationConfig(BaseModel):
         try:
             return cls(**{k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}" for e in exc.errors())
+            details = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}" for e in exc.errors()
+            )
             raise GenerationError(f"invalid generation settings: {details}") from None
 
 
@@ -60,18 +62,25 @@ class GenerationResult:
 
     @property
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.token_ids),
-                "total_tokens": self.prompt_tokens + len(self.token_ids)}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": len(self.token_ids),
+            "total_tokens": self.prompt_tokens + len(self.token_ids),
+        }
 
 
-def sample(logits: Tensor, config: GenerationConfig, history: Sequence[Tensor], generator: torch.Generator | None) -> Tensor:
+def sample(
+    logits: Tensor, config: GenerationConfig, history: Sequence[Tensor], generator: torch.Generator | None
+) -> Tensor:
     """Next ids ``(b,)`` from logits ``(b, v)``."""
     logits = logits.float().clone()
     if config.repetition_penalty != 1.0:
         for row, seen in enumerate(history):
             if len(seen):
                 values = logits[row, seen]
-                logits[row, seen] = torch.where(values > 0, values / config.repetition_penalty, values * config.repetition_penalty)
+                logits[row, seen] = torch.where(
+                    values > 0, values / config.repetition_penalty, values * config.repetition_penalty
+                )
     if config.temperature == 0:
         return logits.argmax(-1)
     logits = logits / config.temperature
@@ -119,8 +128,10 @@ class Generator:
         """``generate_ids`` for a padded batch (left or right padding): only the positions the
         mask marks 1 are fed to the model, so padding never changes a row's state."""
         if input_ids.shape != attention_mask.shape:
-            raise GenerationError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ")
-        prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)]
+            raise GenerationError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
+            )
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)]
         return self.generate_ids(prompts, config)
 
     def iterate(

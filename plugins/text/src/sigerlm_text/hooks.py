@@ -51,7 +51,9 @@ class TextCompletionOptions(BaseModel):
 
     files: list[InputPath] = Field(min_length=1, description="Text or JSONL files, or folders of them.")
     field: str = Field("text", description="The JSONL field that holds the text.")
-    tokenizer: str | None = Field(None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's.")
+    tokenizer: str | None = Field(
+        None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's."
+    )
     seq_len: int | None = Field(None, ge=1, description="Window length; default: the model's max_seq_len.")
     stride: int | None = Field(None, ge=1, description="Tokens between window starts; default: seq_len.")
     batch_size: int = Field(8, ge=1)
@@ -74,8 +76,17 @@ def text_completion(run, files, field, tokenizer, seq_len, stride, batch_size, s
 
     length = d.resolve_seq_len(run, seq_len)
     options = {"field": field, "seq_len": length}
-    return d.TextCompletion(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".txt", ".jsonl")), length,
-                            batch_size, shuffle, options, field=field, stride=stride or length)
+    return d.TextCompletion(
+        run,
+        d.resolve_tokenizer(run, tokenizer),
+        d.expand(files, (".txt", ".jsonl")),
+        length,
+        batch_size,
+        shuffle,
+        options,
+        field=field,
+        stride=stride or length,
+    )
 
 
 class InstructionTemplate(BaseModel):
@@ -95,7 +106,8 @@ class InstructionOptions(ConversationOptions):
         "of every row that has non-empty values for the fields it names. Empty: rows are {instruction, input, output}.",
     )
     where: dict[str, str | int | bool | list[str | int | bool]] = Field(
-        default_factory=dict, description="Keep only rows whose field equals the value (or one of the values).",
+        default_factory=dict,
+        description="Keep only rows whose field equals the value (or one of the values).",
     )
 
 
@@ -107,8 +119,17 @@ def instruction_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle, templ
     length = d.resolve_seq_len(run, seq_len)
     shaped = [t.model_dump() for t in templates]
     options = {"templates": shaped, "where": where} if shaped or where else {}
-    return d.InstructionJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
-                              batch_size, shuffle, options, templates=shaped, where=where)
+    return d.InstructionJsonl(
+        run,
+        d.resolve_tokenizer(run, tokenizer),
+        d.expand(files, (".jsonl",)),
+        length,
+        batch_size,
+        shuffle,
+        options,
+        templates=shaped,
+        where=where,
+    )
 
 
 def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
@@ -116,8 +137,9 @@ def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
     from sigerlm_text import datasets as d
 
     length = d.resolve_seq_len(run, seq_len)
-    return d.ChatJsonl(run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length,
-                       batch_size, shuffle, {})
+    return d.ChatJsonl(
+        run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length, batch_size, shuffle, {}
+    )
 
 
 class EvalGenerationOptions(BaseModel):
@@ -125,12 +147,15 @@ class EvalGenerationOptions(BaseModel):
 
     files: list[InputPath] = Field(min_length=1, description="JSONL files (or folders of them) with the references.")
     templates: list[InstructionTemplate] = Field(
-        min_length=1, description="How a row becomes a prompt (instruction, input) and its reference (output).")
+        min_length=1, description="How a row becomes a prompt (instruction, input) and its reference (output)."
+    )
     where: dict[str, str | int | bool | list[str | int | bool]] = Field(default_factory=dict)
     limit: int | None = Field(None, ge=1, description="At most this many rows per template.")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1, description="Prompts decoded together.")
-    name: str = Field("eval", pattern=r"^[A-Za-z0-9_.-]+$", description="Names the result and <name>.predictions.jsonl.")
+    name: str = Field(
+        "eval", pattern=r"^[A-Za-z0-9_.-]+$", description="Names the result and <name>.predictions.jsonl."
+    )
 
 
 def eval_generation(run, files, templates, where, limit, max_new_tokens, batch_size, name):
@@ -155,7 +180,9 @@ class BuildCorpusOptions(BaseModel):
 
     config: InputPath = Field(description="A dataset config (YAML or JSON), e.g. registry/datasets/quickstart.yaml.")
     out: str = Field("corpus.jsonl", description="The corpus file, in the run folder.")
-    data_dir: str | None = Field(None, description="Where the config's relative paths point (default: the data folder).")
+    data_dir: str | None = Field(
+        None, description="Where the config's relative paths point (default: the data folder)."
+    )
     valid_fraction: float = Field(0.0, ge=0, lt=1, description="Share of rows held out as <out>.valid.jsonl.")
 
 
@@ -178,12 +205,17 @@ def train_tokenizer_step(run, files, fields, vocab_size, min_frequency, out):
 def build_corpus_step(run, config, out, data_dir, valid_fraction):
     """Build a corpus from a dataset config into the run folder."""
     from sigerlm.paths import data_dir as find_data_dir
-
     from sigerlm_text.corpus import build_corpus, load_config
 
-    report = build_corpus(load_config(config), find_data_dir(data_dir), run.out_dir / out, None, run.seed, valid_fraction)
-    return {"rows": report["rows"], "valid_rows": report.get("valid_rows", 0), "bad": report["bad"],
-            "duplicates": report["duplicates"]}
+    report = build_corpus(
+        load_config(config), find_data_dir(data_dir), run.out_dir / out, None, run.seed, valid_fraction
+    )
+    return {
+        "rows": report["rows"],
+        "valid_rows": report.get("valid_rows", 0),
+        "bad": report["bad"],
+        "duplicates": report["duplicates"],
+    }
 
 
 def bpe(path):

@@ -17,10 +17,16 @@ from torch import Tensor, nn
 
 from sigerlm.model.backbone import build_backbone
 from sigerlm.model.block import no_weight_decay
-from sigerlm.model.checkpoint import WEIGHTS_FILE, CheckpointError, load_state, read_config, read_tensors, save_model_folder
+from sigerlm.model.checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_state,
+    read_config,
+    read_tensors,
+    save_model_folder,
+)
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.losses import IGNORE_INDEX, linear_cross_entropy
-
 from sigerlm_text.tokenizers.base import TextTokenizer, TokenizerError
 
 
@@ -153,11 +159,13 @@ class SigerLM(nn.Module):
         if tokenizer is not None and saved_hash is not None and tokenizer.hash != saved_hash:
             raise TokenizerError(
                 f"{folder} was trained with tokenizer {saved_hash[:12]}..., not with this {tokenizer.kind} tokenizer "
-                f"({tokenizer.hash[:12]}...): token ids would mean different text. Use the tokenizer saved in the folder"
+                f"({tokenizer.hash[:12]}...): token ids would mean different text. "
+                "Use the tokenizer saved in the folder"
             )
-        model = cls(config, int(adapter["vocab_size"]), tokenizer, bool(adapter.get("tie_embeddings", True)), plugin_manager)
+        model = cls(
+            config, int(adapter["vocab_size"]), tokenizer, bool(adapter.get("tie_embeddings", True)), plugin_manager
+        )
         # the folder's tensor names are the model's own (backbone.*, adapter.*): one check names
         # every missing, unexpected or mis-shaped tensor
         load_state(model, read_tensors(folder / WEIGHTS_FILE), source=str(folder / WEIGHTS_FILE))
         return model.eval()
-

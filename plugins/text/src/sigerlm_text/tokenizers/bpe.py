@@ -19,7 +19,7 @@ FILE = "tokenizer.json"
 class BPETokenizer(TextTokenizer):
     kind = "bpe"
 
-    def __init__(self, tokenizer) -> None:  # noqa: ANN001 - tokenizers.Tokenizer
+    def __init__(self, tokenizer) -> None:
         self._tok = tokenizer
         vocab = tokenizer.get_vocab()
         wrong = [(t, i, vocab.get(t)) for i, t in enumerate(SPECIAL_TOKENS) if vocab.get(t) != i]
@@ -59,7 +59,9 @@ class BPETokenizer(TextTokenizer):
         path = Path(path)
         file = path / FILE if path.is_dir() else path
         if not file.is_file():
-            raise TokenizerError(f"no trained BPE at {path} ({FILE} not found); train one with `siger text tokenizer train`")
+            raise TokenizerError(
+                f"no trained BPE at {path} ({FILE} not found); train one with `siger text tokenizer train`"
+            )
         try:
             return cls(Tokenizer.from_file(str(file)))
         except Exception as exc:  # tokenizers raises plain Exceptions for malformed files
@@ -85,7 +87,9 @@ class BPETokenizer(TextTokenizer):
         for piece, is_special in _split_special(text):
             if is_special:
                 # the bytes of a special token's string, as ordinary tokens
-                ids += [i for part in (piece[:1], piece[1:]) for i in self._tok.encode(part, add_special_tokens=False).ids]
+                ids += [
+                    i for part in (piece[:1], piece[1:]) for i in self._tok.encode(part, add_special_tokens=False).ids
+                ]
             elif piece:
                 ids += self._tok.encode(piece, add_special_tokens=False).ids
         return ids
@@ -93,7 +97,7 @@ class BPETokenizer(TextTokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
-    def stream_decoder(self):  # noqa: ANN201 - tokenizers.decoders.DecodeStream
+    def stream_decoder(self):
         """A decoder that takes one id at a time and never splits a UTF-8 character."""
         from tokenizers.decoders import DecodeStream
 
@@ -109,12 +113,19 @@ class BPETokenizer(TextTokenizer):
 
     def fingerprint(self) -> bytes:
         data = json.loads(self._tok.to_str())
-        return json.dumps({"kind": self.kind, "model": data.get("model"), "added_tokens": data.get("added_tokens"),
-                           "pre_tokenizer": data.get("pre_tokenizer"), "normalizer": data.get("normalizer")},
-                          sort_keys=True).encode()
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "model": data.get("model"),
+                "added_tokens": data.get("added_tokens"),
+                "pre_tokenizer": data.get("pre_tokenizer"),
+                "normalizer": data.get("normalizer"),
+            },
+            sort_keys=True,
+        ).encode()
 
     @property
-    def backend(self):  # noqa: ANN201
+    def backend(self):
         return self._tok
 
 

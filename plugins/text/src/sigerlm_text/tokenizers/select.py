@@ -24,7 +24,9 @@ def load_tokenizer(folder: str | Path) -> TextTokenizer:
     raise TokenizerError(f"{folder} holds no tokenizer ({BPE_FILE} or {TIKTOKEN_FILE})")
 
 
-def hybrid(path: str | Path | None = None, search: Iterable[str | Path] = (), ranks_file: str | Path | None = None) -> TextTokenizer:
+def hybrid(
+    path: str | Path | None = None, search: Iterable[str | Path] = (), ranks_file: str | Path | None = None
+) -> TextTokenizer:
     """A trained BPE when ``path`` is given or a ``tokenizer.json`` is found in ``search`` (a model
     folder, say); else the tiktoken fallback; else an error naming both ways out."""
     if path is not None:

@@ -21,9 +21,7 @@ from sigerlm_text.tokenizers.base import SPECIAL_TOKENS, TextTokenizer, Tokenize
 #: sha256 of cl100k_base.tiktoken, as tiktoken checks it
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 #: cl100k_base's pre-tokenization pattern (a constant of the encoding's definition)
-CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-)
+CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""  # noqa: E501
 #: cl100k's own vocabulary ends at 100276 (its special tokens included); ours start after it
 SPECIAL_BASE = 100277
 INSTALL_HINT = (
@@ -117,4 +115,18 @@ class TiktokenTokenizer(TextTokenizer):
 
         from sigerlm.io import atomic_write
 
-        return [atomic_write(Path(folder) / "tokenizer_tiktoken.json", json.dumps({"kind": "tiktoken", "encoding": "cl100k_base", "sha256": CL100K_SHA256, "special_base": SPECIAL_BASE}, indent=2) + "\n")]
+        return [
+            atomic_write(
+                Path(folder) / "tokenizer_tiktoken.json",
+                json.dumps(
+                    {
+                        "kind": "tiktoken",
+                        "encoding": "cl100k_base",
+                        "sha256": CL100K_SHA256,
+                        "special_base": SPECIAL_BASE,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
+        ]
