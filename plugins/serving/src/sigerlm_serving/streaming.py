@@ -128,7 +128,12 @@ class AsyncJob:
         self.mailbox = _mailbox(self.loop)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.finalize, self.on_error = finalize, on_error
-        self.job = scheduler.submit(ids, config, self._put, adapter)
+        try:
+            self.job = scheduler.submit(ids, config, self._put, adapter)
+        except RuntimeError:
+            if getattr(scheduler, "_stopping", False):  # a request that arrives while the server stops
+                raise ApiError(503, "unavailable", "the server is shutting down; try again") from None
+            raise
 
     def _put(self, event: tuple[str, Any]) -> None:
         if event[0] == "delta" and not self.deltas:
