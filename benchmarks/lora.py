@@ -30,12 +30,12 @@ def job(spec: dict) -> dict:
     import torch
 
     from sigerlm.model.config import SigerConfig
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import lm_forward, text_model
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     config = SigerConfig.from_profile("tiny" if spec["quick"] else "small", max_seq_len=spec["seq_len"])
-    model = SigerLM(config, spec["vocab"]).train()
+    model = text_model(config, spec["vocab"]).train()
     if spec["mode"] == "lora":
         from sigerlm_lora import LoraConfig, add_adapter, train_only
 
@@ -50,7 +50,7 @@ def job(spec: dict) -> dict:
     for step in range(spec["warmup"] + spec["steps"]):
         ids = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq_len"] + 1), generator=g)
         start = time.perf_counter()
-        loss = model(ids[:, :-1], labels=ids[:, 1:]).loss
+        loss = lm_forward(model, ids[:, :-1], labels=ids[:, 1:]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -70,7 +70,7 @@ def job(spec: dict) -> dict:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(ids[:, :-1], labels=ids[:, 1:]).loss
+        loss = lm_forward(model, ids[:, :-1], labels=ids[:, 1:]).loss
     del loss
     moments = sum(
         t.numel() * t.element_size()

@@ -44,7 +44,7 @@ def build_model(folder: Path, quick: bool) -> Path:
     import torch
 
     from sigerlm.model.config import SigerConfig
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     words = TEXT.split()
@@ -52,7 +52,7 @@ def build_model(folder: Path, quick: bool) -> Path:
     tok = BPETokenizer.train(texts, vocab_size=300 if quick else 1000, min_frequency=1)
     config = SigerConfig.from_profile("tiny" if quick else "small")
     torch.manual_seed(0)
-    model = SigerLM(config, vocab_size=300 if quick else 8000, tokenizer=tok).eval()
+    model = text_model(config, vocab_size=300 if quick else 8000, tokenizer=tok).eval()
     with torch.no_grad():  # every request runs to max_new_tokens, and every token shows as text
         for i in range(model.adapter.vocab_size):
             if i >= tok.vocab_size or "\ufffd" in tok.decode([i]) or i in tok.special_tokens.values():

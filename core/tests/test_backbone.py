@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sigerlm.model.backbone import Backbone, build_backbone
+from sigerlm.model.backbone import Backbone
 from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
 
@@ -129,18 +129,23 @@ def test_dropout_applies_in_training_only():
 
 
 def test_blocks_come_from_the_registry(plugin_manager):
+    from sigerlm.assemble import build_model
+
     assert plugin_manager.get_component("blocks", "ssm").plugin == "core"
     config = SigerConfig.from_profile("tiny", block="identity")
-    model = build_backbone(config, plugin_manager)
+    model = build_model(plugin_manager, config, {"use": "random-embedding"})
     x = torch.randn(1, 5, 16)
     with torch.no_grad():
         # identity blocks: only the final norm acts
-        torch.testing.assert_close(model.forward_hidden(x), model.norm_f(x))
-    assert isinstance(build_backbone(SigerConfig.from_profile("tiny")).layers[0], SSMBlock)
+        torch.testing.assert_close(model.forward_hidden(x), model.backbone.norm_f(x))
+    assert isinstance(Backbone(SigerConfig.from_profile("tiny")).layers[0], SSMBlock)
 
 
-def test_profile_needing_an_absent_block_is_a_clear_error(plugin_manager):
-    from sigerlm.errors import ComponentError
+def test_profile_needing_an_absent_block_is_a_clear_error(plugin_manager, tmp_path):
+    from sigerlm.errors import ManifestError
+    from sigerlm.manifest import load_manifest
 
-    with pytest.raises(ComponentError, match="profile 'small_moe' needs block 'moe', which no loaded plugin provides"):
-        build_backbone(SigerConfig.from_profile("small_moe"), plugin_manager)
+    manifest = {"siger": 1, "name": "x", "model": {"profile": "small_moe", "adapter": "random-embedding"}}
+    manifest["steps"] = ["record-calls"]
+    with pytest.raises(ManifestError, match="profile 'small_moe' needs block 'moe', which no loaded plugin provides"):
+        load_manifest(manifest, pm=plugin_manager)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sigerlm.testing import write_distribution
+from sigerlm.testing import install_testkit, write_distribution
 
 MANIFEST = textwrap.dedent(
     """\
@@ -41,6 +41,7 @@ def env(tmp_path):
         },
         {"cmd": "fake_cmd.hooks"},
     )
+    install_testkit(site)  # the dummy dataset and step the manifests use
     variables = {k: v for k, v in os.environ.items() if not k.startswith("SIGER_")}
     variables["PYTHONPATH"] = str(site) + os.pathsep + variables.get("PYTHONPATH", "")
     return variables
@@ -71,7 +72,8 @@ def test_plugins_json_lists_the_error(env):
     records = {r["name"]: r for r in json.loads(out.stdout)}
     assert records["broken"]["loaded"] is False
     assert "no module named zzz" in records["broken"]["error"]
-    assert records["core"]["components"]["steps"] == ["record-calls", "train"]
+    assert records["core"]["components"]["steps"] == ["train"]  # the test kit registers its dummies itself
+    assert records["testkit"]["components"]["steps"] == ["record-calls"]
     assert records["cmd"]["loaded"] is True and records["cmd"]["distribution"] == "fake-cmd"
     table = siger(["plugins"], env)
     assert table.returncode == 0 and "failed" in table.stdout
@@ -106,7 +108,7 @@ def test_validate_set_and_show(env, tmp_path):
     assert out.returncode == 0 and "valid (1 steps" in out.stdout
     out = siger(["validate", str(path), "--set", "steps[0].batches=1", "--show"], env)
     assert out.returncode == 0, out.stderr
-    assert "batches: 1" in out.stdout and "use: core:record-calls" in out.stdout
+    assert "batches: 1" in out.stdout and "use: testkit:record-calls" in out.stdout
     bad = siger(["validate", str(path), "--set", "steps[0].batchs=1"], env)
     assert bad.returncode == 2 and "steps[0].batchs: unknown key 'batchs' (did you mean 'batches'?)" in bad.stderr
 

@@ -42,10 +42,10 @@ def problems(tmp_path, text, plugin_manager, overrides=()):
 def test_valid_manifest_resolves_components_and_fills_defaults(tmp_path, plugin_manager):
     resolved, _ = load_manifest(write(tmp_path, GOOD), pm=plugin_manager)
     data = resolved.to_dict()
-    assert data["steps"][1] == {"use": "core:record-calls", "split": None, "batches": 1, "note": ""}
-    assert data["model"]["adapter"] == {"use": "core:random-embedding", "vocab_size": 32}
+    assert data["steps"][1] == {"use": "testkit:record-calls", "split": None, "batches": 1, "note": ""}
+    assert data["model"]["adapter"] == {"use": "testkit:random-embedding", "vocab_size": 32}
     assert data["model"]["config"]["d_model"] == 16 and data["model"]["profile"] == "tiny"
-    assert resolved.config.block == "core:identity"
+    assert resolved.config.block == "testkit:identity"
     assert resolved.component("data", "train").options.num_batches == 2
 
 

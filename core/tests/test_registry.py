@@ -10,9 +10,9 @@ class Opts(BaseModel):
     size: int = 3
 
 
-def factory(run, size):
+def factory(run, options):
     """Makes a thing."""
-    return ("built", run, size)
+    return ("built", run, options)
 
 
 def register_into(components, kind, plugin, *names, options=Opts):
@@ -32,8 +32,8 @@ def test_registered_component_remembers_its_plugin_and_builds_with_validated_opt
     assert component.plugin == "alpha"
     assert component.qualified_name == "alpha:count"
     assert component.description == "Makes a thing."
-    assert component.build("RUN", options={"size": 5}) == ("built", "RUN", 5)
-    assert component.build("RUN") == ("built", "RUN", 3)
+    assert component.build("RUN", options={"size": 5}) == ("built", "RUN", Opts(size=5))  # the options object
+    assert component.build("RUN") == ("built", "RUN", Opts(size=3))
     assert components.by_plugin("alpha") == {"steps": ["count"]}
 
 

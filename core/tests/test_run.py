@@ -38,9 +38,9 @@ class Flaky:
 
     @hookimpl
     def register_steps(self, register):
-        def flaky(run, fail):
+        def flaky(run, options):
             self.events.append(("flaky", run.resume))
-            if fail and self.broken:
+            if options.fail and self.broken:
                 raise RuntimeError("step failed on purpose")
             return {"ok": 1}
 
@@ -62,14 +62,14 @@ def test_run_writes_its_records(run_manifest, tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "finished" and record["completed_steps"] == [0, 1]
     resolved = yaml.safe_load((out / "manifest.resolved.yaml").read_text())
-    assert resolved["steps"][0]["use"] == "core:record-calls" and resolved["model"]["config"]["d_model"] == 16
+    assert resolved["steps"][0]["use"] == "testkit:record-calls" and resolved["model"]["config"]["d_model"] == 16
     plugins = json.loads((out / "plugins.json").read_text())
     assert plugins[0]["name"] == "core" and plugins[0]["distribution"] == "sigerlm"
     metrics = json.loads((out / "metrics.json").read_text())
     first = metrics["steps"][0]["results"]
     assert first["tokens"] == 3 * 2 * 16
     assert 1.5 < first["loss"] < 5  # near ln(16) = 2.77 for an untrained model
-    assert "step 1: core:record-calls" in (out / "run.log").read_text()
+    assert "step 1: testkit:record-calls" in (out / "run.log").read_text()
 
 
 def test_runs_are_reproducible(run_manifest, tmp_path):

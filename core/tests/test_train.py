@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sigerlm.testing import write_distribution
+from sigerlm.testing import install_testkit, write_distribution
 from sigerlm.training.options import TrainOptions
 from sigerlm.training.train import lr_at, param_groups
 
@@ -45,11 +45,12 @@ def losses(path: Path) -> list[float]:
 
 def test_schedule_warms_up_then_decays_to_the_floor():
     o = TrainOptions(max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, o) == pytest.approx(0.1) and lr_at(9, o) == pytest.approx(1.0)
-    assert lr_at(10, o) == pytest.approx(1.0)
-    assert lr_at(55, o) == pytest.approx(0.55)
-    assert lr_at(100, o) == pytest.approx(0.1)
-    values = [lr_at(s, o) for s in range(10, 101)]
+    assert lr_at(0, o, 100) == pytest.approx(0.1) and lr_at(9, o, 100) == pytest.approx(1.0)
+    assert lr_at(10, o, 100) == pytest.approx(1.0)
+    assert lr_at(55, o, 100) == pytest.approx(0.55)
+    assert lr_at(100, o, 100) == pytest.approx(0.1)
+    assert lr_at(50, o, 50) == pytest.approx(0.1)  # a schedule fitted to fewer steps ends at its floor there
+    values = [lr_at(s, o, 100) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
@@ -73,7 +74,7 @@ def test_training_learns_and_writes_what_a_user_sees(run_manifest, tmp_path):
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "elapsed"} <= set(rows[0])
     assert [r["step"] for r in rows if "valid_loss" in r] == [4, 8, 12]
     assert rows[-1]["loss"] < rows[0]["loss"]  # random tokens: it learns their unigram statistics
-    assert result["valid_perplexity"] > 1 and result["unigram_perplexity"] > 1
+    assert result["valid_perplexity"] > 1 and result["uniform_perplexity"] == 64  # the adapter's baseline
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000009", "step-00000012"]
     assert (out / "model" / "model.safetensors").is_file()
@@ -98,9 +99,9 @@ SLOW_PLUGIN = textwrap.dedent(
         delay: float = 0.1
 
     class Slow:
-        def __init__(self, run, delay):
+        def __init__(self, run, options):
             self.inner = RandomTokens(run.seed, run.rank, 64, 16, 4, 5, run.world_size)
-            self.delay = delay
+            self.delay = options.delay
 
         def __iter__(self):
             for batch in self.inner:
@@ -117,6 +118,7 @@ SLOW_PLUGIN = textwrap.dedent(
 def siger_env(tmp_path):
     site = tmp_path / "site"
     write_distribution(site, "slow-data", {"slow_data.hooks": SLOW_PLUGIN}, {"slow": "slow_data.hooks"})
+    install_testkit(site)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGER_")}
     env["PYTHONPATH"] = str(site)
     return env
@@ -124,7 +126,7 @@ def siger_env(tmp_path):
 
 def write_manifest(tmp_path, **train):
     manifest = json.loads(json.dumps(MANIFEST))
-    manifest["plugins"] = ["slow"]
+    manifest["plugins"] = ["slow", "testkit"]
     manifest["data"]["train"] = {"use": "slow-tokens", "delay": 0.1}
     manifest["steps"][0].update(train)
     path = tmp_path / "m.json"
@@ -205,6 +207,7 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
     (tmp_path / "two.json").write_text(json.dumps(two))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGER_")}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(install_testkit(tmp_path / "site"))
     subprocess.run(
         siger("run", tmp_path / "one.json", "-o", tmp_path / "one", env=env), env=env, check=True, capture_output=True
     )

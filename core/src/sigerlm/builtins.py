@@ -1,8 +1,8 @@
 """Core's own plugin (registered as ``core``): the components that ship with ``sigerlm``.
 
-The selective-SSM block ``ssm``, and the test kit's components, so that a manifest runs with
-core alone: block ``identity``, adapter ``random-embedding``, dataset ``random-tokens`` and
-step ``record-calls``. Factories import torch when they are called, not here.
+The selective-SSM block ``ssm``, the ``torch`` runtime and the ``train`` step. Factories import
+torch when they are called, not here. (The test kit's dummy components are registered by the
+test kit's fixtures only: ``sigerlm.testing``.)
 """
 
 from __future__ import annotations
@@ -10,60 +10,48 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from sigerlm.hookspecs import hookimpl
-from sigerlm.testing import components as kit
+from sigerlm.registry import NoOptions
+from sigerlm.training.options import TrainOptions
 
 
-def _ssm_block(config, layer_idx):
+def ssm(config, layer_idx, options: NoOptions):
     """The selective state-space block (Mamba order and names)."""
     from sigerlm.model.block import SSMBlock
 
     return SSMBlock(config, layer_idx)
 
 
-@hookimpl
-def register_blocks(register):
-    register("ssm", _ssm_block)
-    register("identity", kit.identity_block, options=kit.IdentityBlockOptions)
-
-
-@hookimpl
-def register_adapters(register):
-    register("random-embedding", kit.random_embedding, options=kit.RandomEmbeddingOptions)
-
-
 class TorchRuntimeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threads: int | None = Field(None, ge=1, description="torch threads (default: torch's choice).")
+    prefill_chunk: int = Field(512, ge=1, description="Positions prefilled at a time (bounds prefill memory).")
 
 
-def _torch_runtime(model, threads):
+def torch_runtime(model, options: TorchRuntimeOptions):
     """Decode with PyTorch: prefill once, then one position at a time from the state."""
     from sigerlm.runtime import TorchRuntime
 
-    return TorchRuntime(model, threads)
+    return TorchRuntime(model, options.threads, options.prefill_chunk)
+
+
+def train(run, options: TrainOptions):
+    """Train the manifest's model: AdamW, cosine schedule, checkpoints, exact resume, DDP."""
+    from sigerlm.training.train import train as train_step
+
+    return train_step(run, options)
+
+
+@hookimpl
+def register_blocks(register):
+    register("ssm", ssm)
 
 
 @hookimpl
 def register_runtimes(register):
-    register("torch", _torch_runtime, options=TorchRuntimeOptions)
-
-
-@hookimpl
-def register_datasets(register):
-    register("random-tokens", kit.random_tokens, options=kit.RandomTokensOptions)
-
-
-def _train(run, **options):
-    """Train the manifest's model: AdamW, cosine schedule, checkpoints, exact resume, DDP."""
-    from sigerlm.training.train import train
-
-    return train(run, **options)
+    register("torch", torch_runtime, options=TorchRuntimeOptions)
 
 
 @hookimpl
 def register_steps(register):
-    from sigerlm.training.options import TrainOptions
-
-    register("train", _train, options=TrainOptions, description=_train.__doc__)
-    register("record-calls", kit.record_calls, options=kit.RecordCallsOptions)
+    register("train", train, options=TrainOptions)

@@ -76,10 +76,9 @@ class Component:
         return self.options.model_validate(dict(options or {}))
 
     def build(self, *context: Any, options: Mapping[str, Any] | BaseModel | None = None) -> Any:
-        """Call the factory with its kind's context and the validated options as keywords."""
-        validated = self.validate(options)
-        kwargs = {key: getattr(validated, key) for key in type(validated).model_fields}
-        return self.factory(*context, **kwargs)
+        """Call the factory with its kind's context and the validated options object:
+        ``factory(*context, options)``."""
+        return self.factory(*context, self.validate(options))
 
 
 @dataclass

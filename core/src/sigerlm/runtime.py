@@ -1,13 +1,15 @@
-"""The ``torch`` runtime: prefill a prompt once, then decode one position at a time from the
-backbone's state. Generators and servers talk only to a runtime, so back-ends (torch,
-onnxruntime) are interchangeable.
+"""The ``torch`` runtime: prefill inputs once, then decode one position at a time from the
+backbone's state. Generators and servers talk only to a runtime (the contract is in the
+hookspec ``register_runtimes``), so back-ends are interchangeable.
 
-A runtime wraps a model with ``backbone`` and ``adapter`` (``embed(batch)``, ``head(hidden)``).
-Glossary: ``b`` batch, ``l`` prompt length, ``v`` vocabulary.
+Inputs are what the model's adapter embeds: a mapping of tensors with the batch first and the
+sequence second (``{"input_ids": (b, l)}`` for text); ``step`` takes one position, ``(b, ...)``.
+Outputs are the adapter's ``head`` at the last position (logits ``(b, v)`` for text).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,33 +22,31 @@ class TorchRuntime:
     def __init__(self, model: Any, threads: int | None = None, prefill_chunk: int = 512):
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.model = model.eval()
-        self.backbone, self.adapter = model.backbone, model.adapter
         self.prefill_chunk = prefill_chunk
 
-    @torch.inference_mode()
-    def prefill(self, input_ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        """Logits after the last position ``(b, v)`` and the state, for ``input_ids`` ``(b, l)``.
-
-        Long prompts go through in chunks of ``prefill_chunk`` positions, carrying the state,
-        so prefill memory is bounded by a chunk whatever the prompt's length (same result)."""
-        for start in range(0, input_ids.shape[1], self.prefill_chunk):
-            chunk = input_ids[:, start : start + self.prefill_chunk]
-            hidden, state = self.backbone.forward_hidden(
-                self.adapter.embed({"input_ids": chunk}), state=state, return_state=True
-            )  # (b, chunk, d)
-        return self.adapter.head(hidden[:, -1]), state
+    def init_state(self, batch_size: int) -> Any:
+        return self.model.init_state(batch_size)
 
     @torch.inference_mode()
-    def step(self, input_ids: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """One position for every row: ids ``(b,)`` -> logits ``(b, v)``; cost independent of the past."""
-        x = self.adapter.embed({"input_ids": input_ids[:, None]})[:, 0]  # (b, d)
-        hidden, state = self.backbone.step(x, state)
-        return self.adapter.head(hidden), state
+    def prefill(self, inputs: Mapping[str, Tensor], state: Any = None) -> tuple[Tensor, Any]:
+        """Outputs after the last position and the state. Long inputs go through in chunks of
+        ``prefill_chunk`` positions, carrying the state, so memory is bounded by a chunk."""
+        length = next(iter(inputs.values())).shape[1]
+        for start in range(0, length, self.prefill_chunk):
+            chunk = {k: v[:, start : start + self.prefill_chunk] for k, v in inputs.items()}
+            hidden, state = self.model.forward_hidden(self.model.adapter.embed(chunk), state, return_state=True)
+        return self.model.adapter.head(hidden[:, -1]), state
+
+    @torch.inference_mode()
+    def step(self, inputs: Mapping[str, Tensor], state: Any) -> tuple[Tensor, Any]:
+        """One position for every row; its cost does not depend on how many came before."""
+        return self.model.step(inputs, state)
 
     @staticmethod
     def stack_states(states: list[Any]) -> Any:
-        """One batched state from per-row states (each of batch 1)."""
+        """One batched state from per-row states (each of batch 1, or any batch)."""
 
         def merge(parts: list[Any]) -> Any:
             if isinstance(parts[0], Tensor):

@@ -148,14 +148,14 @@ def test_model_fallback_from_a_model_folder(tiny_data, tmp_path):
     import torch
 
     from sigerlm.model.config import SigerConfig
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     tok = BPETokenizer.train(
         ["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino mak sihat"] * 20, vocab_size=300, min_frequency=1
     )
     torch.manual_seed(0)
-    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    text_model(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
     out = runner.invoke(
         app,
         [

@@ -64,7 +64,7 @@ def test_the_dataset_renders_instruction_rows(tiny_data, tmp_path, plugin_manage
         batch_size=2,
         directions=["abl-ind", "ind-abl"],
     )
-    dataset = hooks.lampung_parallel(run, **options.model_dump())
+    dataset = hooks.lampung_parallel(run, options)
     batches = list(dataset)
     assert len(batches) == len(dataset) > 0
     assert batches[0]["input_ids"].shape[0] == 2
@@ -123,7 +123,7 @@ def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypa
     from sigerlm_text import hooks as text_hooks
     from sigerlm_text.chat_session import ChatSession, collect_router
     from sigerlm_text.generation import GenerationConfig, Generator
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     monkeypatch.setattr(
@@ -135,7 +135,7 @@ def test_siger_chat_routes_plain_messages_through_the_text_plugins_hook(monkeypa
     monkeypatch.setattr(service, "get_router", lambda data_dir=None: Router(model))
     tok = BPETokenizer.train(["halo apa kabar", "nyak haga mengan"] * 20, vocab_size=300, min_frequency=1)
     torch.manual_seed(0)
-    lm = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
+    lm = text_model(SigerConfig.from_profile("tiny"), 300, tok).eval()
     session = ChatSession(Generator(TorchRuntime(lm), tok), config=GenerationConfig(max_new_tokens=3))
     add_plugin(plugin_manager, text_hooks, "text")
     add_plugin(plugin_manager, hooks, "lampung")

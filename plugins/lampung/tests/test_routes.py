@@ -110,7 +110,7 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
     from sigerlm_text import hooks as text_hooks
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
@@ -118,7 +118,7 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
         ["Terjemahkan Lampung O ke Bahasa Indonesia: kuyuk ino"] * 20, vocab_size=300, min_frequency=1
     )
     torch.manual_seed(0)
-    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    text_model(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
     pm = make_plugin_manager(load="none")
     add_plugin(pm, text_hooks, "text")
     add_plugin(pm, hooks, "lampung")
@@ -216,13 +216,13 @@ def test_translations_count_against_the_servers_per_key_limit(tiny_data, tmp_pat
     from sigerlm_serving.service import key_id
     from sigerlm_serving.settings import ServeSettings
     from sigerlm_text import hooks as text_hooks
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     monkeypatch.setenv("SIGER_DATA_DIR", str(tiny_data))
     tok = BPETokenizer.train(["Terjemahkan kuyuk ino"] * 20, vocab_size=300, min_frequency=1)
     torch.manual_seed(0)
-    SigerLM(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
+    text_model(SigerConfig.from_profile("tiny"), 300, tok).save_pretrained(tmp_path / "model")
     pm = make_plugin_manager(load="none")
     add_plugin(pm, text_hooks, "text")
     add_plugin(pm, hooks, "lampung")

@@ -110,14 +110,14 @@ def test_fallback_through_a_real_sigerlm_generator(translator):
     from sigerlm_lampung.service import generator_generate
     from sigerlm_lampung.translator import Translator
     from sigerlm_text.generation import Generator
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     tok = BPETokenizer.train(
         ["Terjemahkan Lampung O ke Bahasa Indonesia: nyak haga mengan"] * 20, vocab_size=300, min_frequency=1
     )
     torch.manual_seed(0)
-    model = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
+    model = text_model(SigerConfig.from_profile("tiny"), 300, tok).eval()
     t = Translator(
         translator.systems,
         translator.lms,

@@ -34,10 +34,10 @@ def make_base(folder, tokenizer, seed=0):
     import torch
 
     from sigerlm.model.config import SigerConfig
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
 
     torch.manual_seed(seed)
-    model = SigerLM(SigerConfig.from_profile("tiny", max_seq_len=64), 320, tokenizer)
+    model = text_model(SigerConfig.from_profile("tiny", max_seq_len=64), 320, tokenizer)
     model.save_pretrained(folder)
     return folder
 

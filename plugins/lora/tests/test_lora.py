@@ -21,11 +21,11 @@ from sigerlm_lora import (
     set_adapter,
     train_only,
 )
-from sigerlm_text.model import SigerLM
+from sigerlm_text.model import lm_forward, load_text_model
 
 
 def load(folder):
-    return SigerLM.from_pretrained(folder)
+    return load_text_model(folder)
 
 
 def randomize(model, name, scale=0.5, seed=0):
@@ -46,7 +46,7 @@ def test_default_targets_wrap_mamba_projections_and_keep_base_names(base_dir):
     model = load(base_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = ids()
-    reference = model(x).logits
+    reference = lm_forward(model, x).logits
     info = add_adapter(model, "chat", LoraConfig(rank=4, alpha=8))
     wrapped = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLinear)}
     assert wrapped == {"in_proj", "out_proj", "x_proj", "dt_proj"}
@@ -55,7 +55,7 @@ def test_default_targets_wrap_mamba_projections_and_keep_base_names(base_dir):
     assert set(before) <= set(state)  # the base tensors keep their names: a base checkpoint still loads
     assert all(".lora_A." in k or ".lora_B." in k for k in set(state) - set(before))
     # B starts at zero: a new adapter changes nothing
-    assert torch.equal(model(x).logits, reference)
+    assert torch.equal(lm_forward(model, x).logits, reference)
     trainable, total = train_only(model, "chat")
     expected = sum(4 * (m.in_features + m.out_features) for m in model.modules() if isinstance(m, LoraLinear))
     assert trainable == expected and total == expected + sum(v.numel() for v in before.values())
@@ -93,7 +93,7 @@ def test_works_on_a_plugin_block_by_module_name(plugin_manager, tiny_config):
     class Plugin:
         @hookimpl
         def register_blocks(self, register):
-            register("mix", MixBlock)
+            register("mix", lambda config, layer_idx, options: MixBlock(config, layer_idx))
 
     add_plugin(plugin_manager, Plugin(), "mixer")
     block = plugin_manager.get_component("blocks", "mix")
@@ -119,24 +119,24 @@ def test_switching_adapters_in_one_process(base_dir, tmp_path):
 
     model = load(base_dir)  # one base, two adapters loaded from their folders
     x = ids(3)
-    base_out = model(x).logits
+    base_out = lm_forward(model, x).logits
     assert load_adapter(model, tmp_path / "chat") == "chat"
     assert load_adapter(model, tmp_path / "lampung") == "lampung"
     assert adapter_names(model) == ["chat", "lampung"] and active_adapter(model) == "lampung"
     outputs = {}
     for name in ("chat", "lampung", None):
         set_adapter(model, name)
-        outputs[name] = model(x).logits
+        outputs[name] = lm_forward(model, x).logits
     assert torch.equal(outputs[None], base_out)
     assert not torch.allclose(outputs["chat"], outputs["lampung"], atol=1e-4)
     assert not torch.allclose(outputs["chat"], base_out, atol=1e-4)
     for name in ("lampung", "chat", None, "chat"):  # switching back restores outputs exactly
         set_adapter(model, name)
-        assert torch.equal(model(x).logits, outputs[name])
+        assert torch.equal(lm_forward(model, x).logits, outputs[name])
     # the decode path (step) sees the active adapter too
     set_adapter(model, "chat")
     state = model.init_state(2)
-    logits, _ = model.step(x[:, 0], state)
+    logits, _ = model.step({"input_ids": x[:, 0]}, state)
     assert torch.allclose(logits, outputs["chat"][:, 0], atol=1e-5)
     with pytest.raises(LoraError, match="no adapter named 'general'"):
         set_adapter(model, "general")
@@ -179,10 +179,10 @@ def test_merge_equals_unmerged_model(base_dir, tmp_path):
     assert not any(isinstance(m, LoraLinear) for m in merged.modules())
     assert (out / "tokenizer.json").is_file() and (out / "merged_adapter.json").is_file()
     x = ids(5, batch=3, length=20)
-    unmerged = model(x).logits
-    diff = (merged(x).logits - unmerged).abs().max().item()
+    unmerged = lm_forward(model, x).logits
+    diff = (lm_forward(merged, x).logits - unmerged).abs().max().item()
     assert diff <= 1e-5, diff
-    assert (unmerged - load(base_dir)(x).logits).abs().max().item() > 1e-3  # the adapter mattered
+    assert (unmerged - lm_forward(load(base_dir), x).logits).abs().max().item() > 1e-3  # the adapter mattered
     # merging in place gives the same weights as the exported folder
     merge_adapter(model, "lampung")
     pairs = zip(model.state_dict().values(), merged.state_dict().values(), strict=True)
@@ -209,7 +209,7 @@ def test_siger_lora_merge_and_info_commands(base_dir, tmp_path, capsys):
     code, output = siger("lora", "merge", base_dir, adapter, "--out", tmp_path / "m")
     assert code == 0, output
     x = ids()
-    assert (load(tmp_path / "m")(x).logits - model(x).logits).abs().max().item() <= 1e-5
+    assert (lm_forward(load(tmp_path / "m"), x).logits - lm_forward(model, x).logits).abs().max().item() <= 1e-5
     code, output = siger("lora", "merge", base_dir, adapter, "--out", tmp_path / "m")
     assert code != 0 and "already exists and is not empty" in output
     code, output = siger("lora", "info", adapter, "--json")

@@ -11,7 +11,7 @@ from sigerlm.model.checkpoint import read_tensors
 from sigerlm.plugins import make_plugin_manager
 from sigerlm.testing import manifest_test_overrides, run_manifest_with
 from sigerlm_lora import LoraError, load_adapter, read_adapter, set_adapter
-from sigerlm_text.model import SigerLM
+from sigerlm_text.model import lm_forward, load_text_model
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = [
@@ -31,7 +31,7 @@ class Capture:
         class Options(BaseModel):
             model_config = ConfigDict(extra="forbid")
 
-        def capture(run):
+        def capture(run, options):
             CAPTURED["model"] = run.state["model"]
             return {}
 
@@ -112,14 +112,14 @@ def test_tuning_trains_only_the_adapter(base_dir, pairs_file, tmp_path):
         == train_result["trainable_parameters"]
         == sum(v.numel() for v in lora.values())
     )
-    model = SigerLM.from_pretrained(base_dir)
+    model = load_text_model(base_dir)
     load_adapter(model, tmp_path / "run" / "adapter")
     x = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = trained.adapter.head(trained.backbone.forward_hidden(trained.adapter.embed({"input_ids": x})))
-        assert (model(x).logits - expected).abs().max().item() <= 1e-5
+        assert (lm_forward(model, x).logits - expected).abs().max().item() <= 1e-5
         set_adapter(model, None)
-        assert torch.equal(model(x).logits, SigerLM.from_pretrained(base_dir)(x).logits)
+        assert torch.equal(lm_forward(model, x).logits, lm_forward(load_text_model(base_dir), x).logits)
 
 
 def test_eval_generation_scores_before_and_after(base_dir, pairs_file, tmp_path):
@@ -161,8 +161,8 @@ def test_resume_continues_from_adapter_only_checkpoints(base_dir, pairs_file, tm
     from sigerlm.training.train import train
 
     run = Run(resolved, tmp_path / "resumed", pm, resume=True)
-    run.state["tokenizer"] = SigerLM.from_pretrained(base_dir).tokenizer
-    train(run, **resolved.component("steps", 1).options.model_dump())
+    run.state["tokenizer"] = load_text_model(base_dir).adapter.tokenizer
+    train(run, resolved.component("steps", 1).options)
     full = read_adapter(tmp_path / "full" / "adapter")[1]
     resumed = read_adapter(tmp_path / "resumed" / "adapter")[1]
     assert full.keys() == resumed.keys()
@@ -185,9 +185,9 @@ def test_adapter_checkpoint_of_another_shape_is_refused(base_dir, pairs_file, tm
     shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
     resolved, pm = load_manifest(other, pm=manager())
     run = Run(resolved, tmp_path / "b", pm, resume=True)
-    run.state["tokenizer"] = SigerLM.from_pretrained(base_dir).tokenizer
+    run.state["tokenizer"] = load_text_model(base_dir).adapter.tokenizer
     with pytest.raises(CheckpointError, match="trainable tensors of another model"):
-        train(run, **resolved.component("steps", 1).options.model_dump())
+        train(run, resolved.component("steps", 1).options)
 
 
 def test_init_from_and_transform_errors_are_named_before_work(base_dir, pairs_file, tmp_path):
@@ -212,7 +212,7 @@ def test_adapter_mismatch_message_names_both_bases(base_dir, other_base_dir, pai
     run_manifest_with(manager(), manifest(base_dir, pairs_file, max_steps=1), tmp_path / "run")
     CAPTURED.clear()
     with pytest.raises(LoraError, match=f"trained on base [0-9a-f]{{12}} \\({base_dir}\\)"):
-        load_adapter(SigerLM.from_pretrained(other_base_dir), tmp_path / "run" / "adapter")
+        load_adapter(load_text_model(other_base_dir), tmp_path / "run" / "adapter")
 
 
 @pytest.mark.slow

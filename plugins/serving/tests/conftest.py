@@ -2,8 +2,13 @@ import pytest
 
 pytest_plugins = ["sigerlm.testing"]
 
-TEXTS = ["Nyak haga mengan di pekon.", "Saya mau makan di kampung.", "I want to eat in the village. é ü 👋",
-         "Tabik pun, api kabar?", "Halo, apa kabar? Baik, terima kasih."] * 30
+TEXTS = [
+    "Nyak haga mengan di pekon.",
+    "Saya mau makan di kampung.",
+    "I want to eat in the village. é ü 👋",
+    "Tabik pun, api kabar?",
+    "Halo, apa kabar? Baik, terima kasih.",
+] * 30
 
 
 def build_tiny_model(folder, d_model=16, n_layers=2, vocab=300, seed=0, endless=False):
@@ -11,14 +16,15 @@ def build_tiny_model(folder, d_model=16, n_layers=2, vocab=300, seed=0, endless=
     embeddings of the end tokens and of tokens that are not whole characters are zero, so greedy
     decoding runs to ``max_new_tokens`` and every token shows as text."""
     import torch
+
     from sigerlm.model.config import SigerConfig
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
     tok = BPETokenizer.train(TEXTS, vocab_size=vocab, min_frequency=1)
     torch.manual_seed(seed)
     config = SigerConfig.from_profile("tiny", d_model=d_model, n_layers=n_layers)
-    model = SigerLM(config, vocab_size=vocab, tokenizer=tok).eval()
+    model = text_model(config, vocab_size=vocab, tokenizer=tok).eval()
     if endless:
         with torch.no_grad():
             for name in ("<|eos|>", "<|end_turn|>", "<|endoftext|>"):
@@ -39,6 +45,7 @@ def model_dir(tmp_path_factory):
 def make_client(model_dir, tmp_path):
     """``make_client(**settings) -> TestClient`` on a fresh database in ``tmp_path``."""
     from fastapi.testclient import TestClient
+
     from sigerlm.plugins import make_plugin_manager
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
@@ -84,9 +91,26 @@ class LiveServer:
         env.pop("SIGER_API_KEYS", None)
         self.log = open(log or os.devnull, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from sigerlm.cli import main; main()", "serve", str(model_dir), "--port",
-             str(self.port), "--db", str(db), "--threads", "1", "--log-level", "warning", *map(str, args)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-c",
+                "from sigerlm.cli import main; main()",
+                "serve",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                "--db",
+                str(db),
+                "--threads",
+                "1",
+                "--log-level",
+                "warning",
+                *map(str, args),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout=90):
@@ -133,8 +157,15 @@ def endless_model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def live_server(endless_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("live")
-    server = LiveServer(endless_model_dir, folder / "serving.db", "--max-new-tokens", "50000", "--max-streams-per-key",
-                        "32", log=folder / "server.log")
+    server = LiveServer(
+        endless_model_dir,
+        folder / "serving.db",
+        "--max-new-tokens",
+        "50000",
+        "--max-streams-per-key",
+        "32",
+        log=folder / "server.log",
+    )
     yield server
     server.stop()
 
@@ -165,8 +196,9 @@ class ThreadServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -375,7 +375,7 @@ def test_openai_shapes_and_errors(client):
 
 def test_app_state_contract_for_other_plugins(client):
     state = client.app.state.siger
-    assert state.model.identity == "SIGER" and state.tokenizer is state.model.tokenizer
+    assert state.model.identity == "SIGER" and state.tokenizer is state.model.adapter.tokenizer
     assert state.adapters == [] and state.store is not None
     text = state.generate("Saya mau", max_new_tokens=5)
     assert isinstance(text, str)

@@ -5,11 +5,11 @@ import time
 
 import pytest
 import torch
-from sigerlm.runtime import TorchRuntime
-from sigerlm_text.generation import GenerationConfig, Generator
-from sigerlm_text.model import SigerLM
 
+from sigerlm.runtime import TorchRuntime
 from sigerlm_serving.scheduler import DecodeScheduler
+from sigerlm_text.generation import GenerationConfig, Generator
+from sigerlm_text.model import load_text_model
 
 PROMPTS = ["Nyak haga", "Saya mau makan di kampung", "I want", "Tabik pun, api kabar?", "Halo"]
 
@@ -17,12 +17,12 @@ PROMPTS = ["Nyak haga", "Saya mau makan di kampung", "I want", "Tabik pun, api k
 @pytest.fixture(scope="module")
 def model(model_dir):
     torch.set_num_threads(1)
-    return SigerLM.from_pretrained(model_dir)
+    return load_text_model(model_dir)
 
 
 @pytest.fixture
 def scheduler(model):
-    sched = DecodeScheduler(TorchRuntime(model), model.tokenizer, max_batch=8)
+    sched = DecodeScheduler(TorchRuntime(model), model.adapter.tokenizer, max_batch=8)
     yield sched
     sched.close()
 
@@ -39,13 +39,17 @@ def collect(scheduler, prompt_ids, config, adapter=None):
     return job, events, done
 
 
-@pytest.mark.parametrize("config", [
-    GenerationConfig(max_new_tokens=24),
-    GenerationConfig(max_new_tokens=24, temperature=0.9, top_k=20, top_p=0.9, seed=3),
-    GenerationConfig(max_new_tokens=24, repetition_penalty=1.3, stop=["a", "in"]),
-], ids=["greedy", "sampled", "penalty-stop"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        GenerationConfig(max_new_tokens=24),
+        GenerationConfig(max_new_tokens=24, temperature=0.9, top_k=20, top_p=0.9, seed=3),
+        GenerationConfig(max_new_tokens=24, repetition_penalty=1.3, stop=["a", "in"]),
+    ],
+    ids=["greedy", "sampled", "penalty-stop"],
+)
 def test_rows_joining_at_different_steps_match_the_generator(model, scheduler, config):
-    tok = model.tokenizer
+    tok = model.adapter.tokenizer
     gen = Generator(TorchRuntime(model), tok)
     expected = [gen.generate(p, config) for p in PROMPTS]
     expected_stream = ["".join(gen.stream(p, config)) for p in PROMPTS]
@@ -53,7 +57,7 @@ def test_rows_joining_at_different_steps_match_the_generator(model, scheduler, c
     for p in PROMPTS:  # staggered: each joins a batch that is already decoding
         runs.append(collect(scheduler, tok.encode(p), config))
         time.sleep(0.002)
-    for (job, events, done), want, want_stream in zip(runs, expected, expected_stream):
+    for (_job, events, done), want, want_stream in zip(runs, expected, expected_stream, strict=True):
         assert done.wait(30)
         kind, completion = events[-1]
         assert kind == "done"
@@ -66,11 +70,11 @@ def test_rows_joining_at_different_steps_match_the_generator(model, scheduler, c
 
 
 def test_a_cancelled_row_leaves_and_the_others_go_on(model, scheduler):
-    tok = model.tokenizer
+    tok = model.adapter.tokenizer
     config = GenerationConfig(max_new_tokens=400)
     gen = Generator(TorchRuntime(model), tok)
-    gen.end_ids = set()
-    scheduler.end_ids = set()  # decode the full length
+    gen.rules.end_ids = set()
+    scheduler.rules.end_ids = set()  # decode the full length
     keep = collect(scheduler, tok.encode("Halo"), GenerationConfig(max_new_tokens=60))
     drop = collect(scheduler, tok.encode("Saya"), config)
     time.sleep(0.05)
@@ -82,7 +86,7 @@ def test_a_cancelled_row_leaves_and_the_others_go_on(model, scheduler):
 
 
 def test_blocking_run_and_a_failing_step_reports_an_error(model, scheduler, monkeypatch):
-    tok = model.tokenizer
+    tok = model.adapter.tokenizer
     assert scheduler.run(tok.encode("Halo"), GenerationConfig(max_new_tokens=5)).completion_tokens <= 5
 
     def broken(ids, state):
@@ -98,8 +102,8 @@ def test_blocking_run_and_a_failing_step_reports_an_error(model, scheduler, monk
 def test_adapters_are_never_mixed_in_one_batch(model_dir):
     """A stand-in for LoRA: each adapter scales the embedding. Every row must decode exactly as
     it does alone under its own adapter, so no step may hold rows of two adapters."""
-    model = SigerLM.from_pretrained(model_dir)
-    tok = model.tokenizer
+    model = load_text_model(model_dir)
+    tok = model.adapter.tokenizer
     base = model.adapter.embedding.weight.detach().clone()
     scales = {None: 1.0, "a": 1.7, "b": 0.6}
 
@@ -111,14 +115,14 @@ def test_adapters_are_never_mixed_in_one_batch(model_dir):
     adapters = [None, "a", None, "b", "a"] * 2
     prompts = PROMPTS * 2
     expected = []
-    for prompt, adapter in zip(prompts, adapters):
+    for prompt, adapter in zip(prompts, adapters, strict=True):
         set_adapter(adapter)
         expected.append(Generator(TorchRuntime(model), tok).generate(prompt, config).text)
     set_adapter(None)
     sched = DecodeScheduler(TorchRuntime(model), tok, max_batch=8, set_adapter=set_adapter)
     try:
-        jobs = [collect(sched, tok.encode(p), config, a) for p, a in zip(prompts, adapters)]
-        for (_, events, done), adapter, want in zip(jobs, adapters, expected):
+        jobs = [collect(sched, tok.encode(p), config, a) for p, a in zip(prompts, adapters, strict=True)]
+        for (_, events, done), adapter, want in zip(jobs, adapters, expected, strict=True):
             assert done.wait(30)
             assert events[-1][1].adapter == adapter and events[-1][1].text == want
     finally:
@@ -126,13 +130,13 @@ def test_adapters_are_never_mixed_in_one_batch(model_dir):
 
 
 def test_prompts_of_one_length_prefilled_together_match_the_generator(model, scheduler):
-    tok = model.tokenizer
+    tok = model.adapter.tokenizer
     prompts = [p for p in (f"Halo {w}" for w in "abcdefghijklmnop") if len(tok.encode(p)) == len(tok.encode("Halo a"))]
     assert len(prompts) >= 4
     gen = Generator(TorchRuntime(model), tok)
     config = GenerationConfig(max_new_tokens=16)
     with scheduler._cond:  # hold the loop so that all of them are admitted in one step
         runs = [collect(scheduler, tok.encode(p), config) for p in prompts]
-    for (_, events, done), prompt in zip(runs, prompts):
+    for (_, events, done), prompt in zip(runs, prompts, strict=True):
         assert done.wait(30)
         assert events[-1][1].text == gen.generate(prompt, config).text

@@ -13,7 +13,7 @@ from sigerlm.testing import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.chat_session import ChatSession, PromptBuilder, collect_commands
 from sigerlm_text.generation import GenerationConfig, Generator
-from sigerlm_text.model import SigerLM
+from sigerlm_text.model import text_model
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 
 TEXTS = ["Nyak haga mengan di pekon.", "Saya mau makan di kampung.", "I want to eat."] * 20
@@ -22,14 +22,14 @@ TEXTS = ["Nyak haga mengan di pekon.", "Saya mau makan di kampung.", "I want to 
 def session(**kw):
     tok = BPETokenizer.train(TEXTS, vocab_size=300, min_frequency=1)
     torch.manual_seed(0)
-    model = SigerLM(SigerConfig.from_profile("tiny"), 300, tok).eval()
+    model = text_model(SigerConfig.from_profile("tiny"), 300, tok).eval()
     return ChatSession(Generator(TorchRuntime(model), tok), **kw), model
 
 
 def test_prompt_opens_the_assistant_turn():
     s, model = session(system="Kamu penerjemah.")
     s.history.append({"role": "user", "content": "halo"})
-    text = model.tokenizer.decode(PromptBuilder(model.tokenizer).build(s.messages()))
+    text = model.adapter.tokenizer.decode(PromptBuilder(model.adapter.tokenizer).build(s.messages()))
     assert text == "<|system|>Kamu penerjemah.<|end_turn|><|user|>halo<|end_turn|><|assistant|>"
 
 

@@ -13,7 +13,7 @@ from sigerlm.runtime import TorchRuntime
 from sigerlm.testing import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.generation import GenerationConfig, GenerationError, Generator
-from sigerlm_text.model import SigerLM
+from sigerlm_text.model import lm_forward, load_text_model, text_model
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 
 TEXTS = ["Nyak haga mengan di pekon.", "Saya mau makan di kampung.", "I want to eat in the village. é ü 👋"] * 30
@@ -27,7 +27,7 @@ def tok():
 @pytest.fixture(scope="module")
 def random_model(tok):
     torch.manual_seed(0)
-    return SigerLM(SigerConfig.from_profile("tiny"), vocab_size=300, tokenizer=tok).eval()
+    return text_model(SigerConfig.from_profile("tiny"), vocab_size=300, tokenizer=tok).eval()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def trained_model(tok, tmp_path_factory):
     add_plugin(pm, hooks, "text")
     resolved, pm = load_manifest(manifest, [f"out_dir={folder / 'run'}"], pm=pm)
     execute(resolved, pm)
-    return SigerLM.from_pretrained(folder / "run" / "model", tokenizer=tok)
+    return load_text_model(folder / "run" / "model", tokenizer=tok)
 
 
 def recompute_greedy(model, ids, n):
@@ -65,7 +65,7 @@ def recompute_greedy(model, ids, n):
     out = list(ids)
     with torch.no_grad():
         for _ in range(n):
-            logits = model(torch.tensor([out])).logits[0, -1]
+            logits = lm_forward(model, torch.tensor([out])).logits[0, -1]
             out.append(int(logits.argmax()))
     return out[len(ids) :]
 
@@ -75,7 +75,7 @@ def test_cached_greedy_equals_recomputation_for_64_tokens(which, request, tok):
     model = request.getfixturevalue(which)
     prompt = tok.encode("Saya mau makan")
     gen = Generator(TorchRuntime(model), tok)
-    gen.end_ids = set()  # run the full 64 tokens
+    gen.rules.end_ids = set()  # run the full 64 tokens
     rows = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=64))
     assert len(rows[0].ids) == 64
     assert rows[0].ids == recompute_greedy(model, prompt, 64)
@@ -189,8 +189,8 @@ def test_generate_command(random_model, tmp_path):
 
 def test_chunked_prefill_gives_the_same_state(random_model, tok):
     ids = torch.tensor([tok.encode(" ".join(TEXTS[:6]))])
-    whole_logits, whole_state = TorchRuntime(random_model, prefill_chunk=10_000).prefill(ids)
-    chunked_logits, chunked_state = TorchRuntime(random_model, prefill_chunk=7).prefill(ids)
+    whole_logits, whole_state = TorchRuntime(random_model, prefill_chunk=10_000).prefill({"input_ids": ids})
+    chunked_logits, chunked_state = TorchRuntime(random_model, prefill_chunk=7).prefill({"input_ids": ids})
     torch.testing.assert_close(chunked_logits, whole_logits, rtol=1e-5, atol=1e-5)
     for (c1, s1), (c2, s2) in zip(whole_state, chunked_state, strict=True):
         torch.testing.assert_close(c1, c2)

@@ -41,11 +41,11 @@ def pm(plugin_manager):
 
 
 def test_a_text_model_trains_and_its_folder_loads(pm, run_manifest, manifest, tmp_path):
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.model import load_text_model
 
     result = run_manifest(manifest).results["steps"][0]["results"]
     assert result["valid_perplexity"] < result["unigram_perplexity"]  # it learned more than word frequencies
-    model = SigerLM.from_pretrained(tmp_path / "run" / "model", tokenizer=BPETokenizer.load(tmp_path / "tok"))
+    model = load_text_model(tmp_path / "run" / "model", tokenizer=BPETokenizer.load(tmp_path / "tok"))
     assert model.adapter.vocab_size == 300
 
 

@@ -9,9 +9,10 @@ Glossary: ``b`` batch, ``l`` sequence length, ``d`` model width.
 - ``step(x, state)``: one position, ``(b, d)`` -> ``(b, d)``, at a cost that does not depend
   on how many positions came before.
 
-A block is any module built by a registered block factory ``factory(config, layer_idx)``
-with ``forward(hidden_states, state=None, return_state=False)``, ``init_state(batch_size,
-device, dtype)`` and ``step(x, state)``.
+A block is any module built by ``block_factory(config, layer_idx)`` (called per layer, so
+layers may differ; ``sigerlm.assemble`` makes the factory from the registry) with
+``forward(hidden_states, state=None, return_state=False)``, ``init_state(batch_size, device,
+dtype)`` and ``step(x, state)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sigerlm.errors import ComponentError
 from sigerlm.model.block import make_norm, ssm_block
 from sigerlm.model.config import SigerConfig
 
@@ -39,11 +39,12 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList([factory(config, i) for i in range(config.n_layers)])
         self.norm_f = make_norm(config)
         conv = "fused" if config.scan == "fused" and config.activation == "silu" else "torch"
+        kinds = sorted({type(layer).__name__ for layer in self.layers})
         log.info(
-            "backbone %s: %d layers of block %s, d_model %d, d_state %d, scan %s, conv %s",
+            "backbone %s: %d layers (%s), d_model %d, d_state %d, scan %s, conv %s",
             config.identity,
             config.n_layers,
-            config.block,
+            ", ".join(kinds),
             config.d_model,
             config.d_state,
             config.scan,
@@ -83,22 +84,3 @@ class Backbone(nn.Module):
     def no_weight_decay_parameters(self) -> list[str]:
         """Names of parameters tagged ``_no_weight_decay``."""
         return [name for name, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)]
-
-
-def build_backbone(
-    config: SigerConfig, plugin_manager: Any = None, block_options: dict[str, Any] | None = None
-) -> Backbone:
-    """A backbone whose blocks come from the block registered under ``config.block``."""
-    if config.block in ("ssm", "core:ssm") and not block_options:
-        return Backbone(config)
-    if plugin_manager is None:
-        from sigerlm.plugins import make_plugin_manager
-
-        plugin_manager = make_plugin_manager()
-    try:
-        component = plugin_manager.get_component("blocks", config.block)
-    except ComponentError as exc:
-        profile = f"profile '{config.profile}' needs " if config.profile else "the config names "
-        raise ComponentError(f"{profile}block '{config.block}', which no loaded plugin provides ({exc})") from None
-    options = component.validate(block_options or {})
-    return Backbone(config, lambda cfg, i: component.build(cfg, i, options=options))

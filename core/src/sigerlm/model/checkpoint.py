@@ -1,8 +1,9 @@
 """Model folders: ``config.json`` + ``model.safetensors`` (+ files adapters add), written atomically.
 
 ``config.json`` holds the format version, the public identity, the backbone's ``SigerConfig``,
-the adapter that wraps it, the plugins (and versions) used, and the tokenizer's hash when the
-adapter has one. Weights are safetensors only: no pickle is ever loaded from a user's file.
+the adapter that wraps it (and the block of every layer when they differ), the plugins (and
+versions) used, and what the adapter adds (a tokenizer's hash). Weights are safetensors only:
+no pickle is ever loaded from a user's file.
 
 Loading checks everything before it touches a model: a truncated file names the first tensor
 whose bytes are missing; missing, unexpected and mis-shaped tensors are listed by name.
@@ -31,44 +32,58 @@ from sigerlm.model.folder import (
     read_header,
 )
 
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "load_state",
+    "read_config",
+    "read_header",
+    "read_tensors",
+    "save_model_folder",
+]
+
 
 def save_model_folder(
     path: str | Path,
     tensors: Mapping[str, Tensor],
     config: SigerConfig,
     *,
-    adapter: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
     plugins: Mapping[str, str] | None = None,
-    tokenizer_hash: str | None = None,
-    extra_files: Mapping[str, bytes | str] | None = None,
-    write_extra: Callable[[Path], Any] | None = None,
+    write_extra: Callable[[Path], Mapping[str, Any] | None] | None = None,
 ) -> Path:
-    """Write a model folder atomically: the old folder stays whole until the new one is."""
+    """Write a model folder atomically: the old folder stays whole until the new one is.
+
+    ``spec`` holds the adapter (``{use, ...options}``) and, when layers differ, the block of
+    every layer; ``write_extra(folder)`` writes an adapter's own files (a tokenizer) and returns
+    keys for ``config.json`` (its hash). Weights that are not finite are refused."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    tensors = {name: t.detach().contiguous() for name, t in tensors.items()}
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"refusing to save {path}: tensors with NaN or infinite values: {', '.join(bad[:5])}")
+    spec = dict(spec or {})
     meta = {
         "format_version": FORMAT_VERSION,
         "identity": config.identity,
         "model_type": "siger",
         "backbone": config.to_dict(),
-        "adapter": dict(adapter) if adapter is not None else None,
+        "adapter": spec.get("adapter"),
         "plugins": dict(plugins or {}),
-        "tokenizer_hash": tokenizer_hash,
+        "tokenizer_hash": None,
     }
-    tensors = {name: t.detach().contiguous() for name, t in tensors.items()}
+    if spec.get("blocks"):
+        meta["blocks"] = spec["blocks"]
     with atomic_directory(path) as tmp:
-        save_file(
-            tensors,
-            str(tmp / WEIGHTS_FILE),
-            metadata={"format_version": str(FORMAT_VERSION), "identity": config.identity},
-        )
+        metadata = {"format_version": str(FORMAT_VERSION), "identity": config.identity}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        if write_extra is not None:  # an adapter's own files
+            meta.update(write_extra(tmp) or {})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        for name, content in (extra_files or {}).items():
-            data = content.encode("utf-8") if isinstance(content, str) else content
-            (tmp / name).write_bytes(data)
-        if write_extra is not None:  # e.g. an adapter's tokenizer files
-            write_extra(tmp)
     return path
 
 
@@ -110,21 +125,3 @@ def load_state(
     with torch.no_grad():
         for name, value in expected.items():
             value.copy_(tensors[name])
-
-
-def save_backbone(path: str | Path, backbone: nn.Module, **meta: Any) -> Path:
-    """Save a backbone alone (its tensors under ``backbone.``)."""
-    tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    return save_model_folder(path, tensors, backbone.config, **meta)
-
-
-def load_backbone(path: str | Path, plugin_manager: Any = None) -> nn.Module:
-    """Build the backbone a model folder describes and load its weights."""
-    from sigerlm.model.backbone import build_backbone
-
-    config, _ = read_config(path)
-    tensors = read_tensors(Path(path) / WEIGHTS_FILE)
-    backbone = build_backbone(config, plugin_manager)
-    own = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
-    load_state(backbone, own, source=str(Path(path) / WEIGHTS_FILE))
-    return backbone

@@ -63,6 +63,8 @@ def read_config(path: str | Path) -> tuple[SigerConfig, dict[str, Any]]:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: not a JSON object (a model folder's config.json maps keys to values)")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{file}: format_version {version!r}; this SigerLM reads {FORMAT_VERSION}")

@@ -6,8 +6,9 @@ Use it from a plugin's ``conftest.py``::
 
 Fixtures:
 
-- ``plugin_manager``: a fresh manager with core's built-in plugin only
-  (``make_plugin_manager(load="none")``); add the plugins a test needs with ``add_plugin``;
+- ``plugin_manager``: a fresh manager with core's built-in plugin and the test kit's dummy
+  components (plugin ``testkit``: block ``identity``, adapter ``random-embedding``, dataset
+  ``random-tokens``, step ``record-calls``); add the plugins a test needs with ``add_plugin``;
 - ``tiny_config``: ``SigerConfig.from_profile("tiny")``;
 - ``run_manifest``: runs a manifest (a dict or a file) with ``plugin_manager`` in a temporary
   folder and returns the ``RunResult``.
@@ -43,6 +44,15 @@ def add_plugin(pm: SigerPluginManager, plugin: ModuleType | str | Any, name: str
     return name
 
 
+def kit_plugin_manager(load: Any = "none") -> SigerPluginManager:
+    """``make_plugin_manager(load)`` plus the test kit's dummy components (plugin ``testkit``)."""
+    from sigerlm.testing import components
+
+    pm = make_plugin_manager(load=load)
+    add_plugin(pm, components, "testkit")
+    return pm
+
+
 def run_manifest_with(
     pm: SigerPluginManager,
     manifest: dict[str, Any] | str | Path,
@@ -74,8 +84,8 @@ if pytest is not None:
 
     @pytest.fixture
     def plugin_manager() -> SigerPluginManager:
-        """A fresh plugin manager holding only core's built-in plugin."""
-        return make_plugin_manager(load="none")
+        """A fresh plugin manager holding core's built-in plugin and the test kit's ``testkit``."""
+        return kit_plugin_manager()
 
     @pytest.fixture
     def tiny_config():
@@ -144,6 +154,12 @@ def write_distribution(
     lines = ["[sigerlm]"] + [f"{name} = {target}" for name, target in entry_points.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return site
+
+
+def install_testkit(site: str | Path) -> Path:
+    """Lay out the test kit as an installed plugin ``testkit`` in ``site`` (for a ``siger``
+    subprocess: put ``site`` on its ``PYTHONPATH``). Nothing registers it otherwise."""
+    return write_distribution(site, "sigerlm-testkit", {}, {"testkit": "sigerlm.testing.components"})
 
 
 def assert_imports_without_torch(module: str) -> None:

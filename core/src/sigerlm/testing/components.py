@@ -1,4 +1,5 @@
-"""Dummy components that let a manifest run with core alone (and plugin tests run in isolation).
+"""The test kit's plugin ``testkit``: dummy components that let a manifest run with core alone
+(and plugin tests run in isolation). Only the test kit's fixtures register it.
 
 - block ``identity``: returns its input; has the decode-state interface of a real block;
 - adapter ``random-embedding``: embeds random token ids, projects back to logits, next-token loss;
@@ -15,6 +16,8 @@ import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sigerlm.hookspecs import hookimpl
 
 
 class IdentityBlockOptions(BaseModel):
@@ -44,7 +47,7 @@ class RecordCallsOptions(BaseModel):
     note: str = ""
 
 
-def identity_block(config: Any, layer_idx: int) -> Any:
+def identity_block(config: Any, layer_idx: int, options: IdentityBlockOptions) -> Any:
     """A block that returns its input unchanged."""
     from torch import nn
 
@@ -65,12 +68,13 @@ def identity_block(config: Any, layer_idx: int) -> Any:
     return IdentityBlock()
 
 
-def random_embedding(config: Any, vocab_size: int) -> Any:
+def random_embedding(config: Any, options: RandomEmbeddingOptions) -> Any:
     """Token embedding and an untied head around the backbone (a dummy text-like adapter)."""
     import torch
     from torch import nn
 
     d_model = config.d_model if config is not None else 16
+    vocab_size = options.vocab_size
 
     class RandomEmbedding(nn.Module):
         def __init__(self) -> None:
@@ -89,6 +93,14 @@ def random_embedding(config: Any, vocab_size: int) -> Any:
             logits = self.head(hidden_states[:, :-1])
             targets = batch["input_ids"][:, 1:]
             return nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+
+        def baseline(self, train: Any, valid: Any, batches: int) -> dict[str, float]:
+            """A uniform guess over the vocabulary."""
+            return {"uniform_perplexity": float(vocab_size)}
+
+        def count_tokens(self, batch: dict[str, Any]) -> int:
+            ids = batch["input_ids"]
+            return int(ids.shape[0] * (ids.shape[1] - 1))
 
     return RandomEmbedding()
 
@@ -126,25 +138,27 @@ class RandomTokens:
             yield {"input_ids": ids[self.rank :: self.world_size]}
 
 
-def random_tokens(run: Any, vocab_size: int, seq_len: int, batch_size: int, num_batches: int) -> RandomTokens:
+def random_tokens(run: Any, options: RandomTokensOptions) -> RandomTokens:
     """Random token ids; each rank reads its share of every global batch."""
-    return RandomTokens(run.seed, run.rank, vocab_size, seq_len, batch_size, num_batches, run.world_size)
+    o = options
+    return RandomTokens(run.seed, run.rank, o.vocab_size, o.seq_len, o.batch_size, o.num_batches, run.world_size)
 
 
-def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[str, Any]:
+def record_calls(run: Any, options: RecordCallsOptions) -> dict[str, Any]:
     """Record this call; read (and, with a model, score) a few batches."""
+    split, batches, note = options.split, options.batches, options.note
     calls = run.state.setdefault("record-calls", [])
     entry: dict[str, Any] = {"call": len(calls), "note": note, "resume": run.resume, "split": split}
     out: dict[str, Any] = {"calls": len(calls) + 1}
     if split is not None and batches:
         import torch
 
-        from sigerlm.model.assembled import build_model
+        from sigerlm.assemble import model_for_run
 
         model = None
         if run.manifest.model is not None and run.manifest.model.adapter is not None:
             torch.manual_seed(run.seed)
-            model = build_model(run).eval()
+            model = model_for_run(run).eval()
         tokens, losses = 0, []
         for i, batch in enumerate(run.dataset(split)):
             if i >= batches:
@@ -160,3 +174,23 @@ def record_calls(run: Any, split: str | None, batches: int, note: str) -> dict[s
             out["perplexity"] = math.exp(out["loss"])
     calls.append(entry)
     return out
+
+
+@hookimpl
+def register_blocks(register):
+    register("identity", identity_block, options=IdentityBlockOptions)
+
+
+@hookimpl
+def register_adapters(register):
+    register("random-embedding", random_embedding, options=RandomEmbeddingOptions)
+
+
+@hookimpl
+def register_datasets(register):
+    register("random-tokens", random_tokens, options=RandomTokensOptions)
+
+
+@hookimpl
+def register_steps(register):
+    register("record-calls", record_calls, options=RecordCallsOptions)

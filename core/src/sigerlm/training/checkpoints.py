@@ -109,9 +109,25 @@ def save(
 
 def _verify(path: Path) -> None:
     sums = json.loads((path / "checksums.json").read_text())
+    if not isinstance(sums, dict):
+        raise ValueError("checksums.json is not an object")
     for name, digest in sums.items():
         if _sha256(path / name) != digest:
             raise ValueError(f"{name} does not match its checksum")
+
+
+def exists(folder: Path) -> bool:
+    """Whether ``folder`` holds any checkpoint, whole or not."""
+    return any(folder.glob(f"{PREFIX}*"))
+
+
+def clean_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary folders a killed process left while writing a checkpoint."""
+    orphans = [p for p in folder.glob(f".{PREFIX}*") if p.is_dir()] if folder.is_dir() else []
+    for path in orphans:
+        log.info("removing %s, left by an interrupted checkpoint write", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return orphans
 
 
 def latest(folder: Path) -> Path | None:

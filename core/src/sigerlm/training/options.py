@@ -8,9 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrainOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_steps: int = Field(ge=1, description="Optimizer steps.")
+    max_steps: int = Field(ge=1, description="Optimizer steps (the most; max_minutes may end training sooner).")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="A time budget: the first steps are timed and the learning-rate schedule is fitted to the steps "
+        "that fit; training ends at max_steps or at the budget, whichever comes first.",
+    )
     lr: float = Field(3e-4, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine schedule's floor, as a fraction of lr.")
     warmup_steps: int = Field(0, ge=0)
@@ -22,7 +28,9 @@ class TrainOptions(BaseModel):
     valid_split: str | None = Field("valid", description="Evaluated when the manifest has this split.")
     eval_every: int | None = Field(None, ge=1, description="Steps between evaluations (always at the end).")
     eval_batches: int = Field(50, ge=1)
-    baseline: Literal["unigram", "none"] = "unigram"
+    baseline: Literal["adapter", "unigram", "none"] = Field(
+        "adapter", description="Report the adapter's baseline (unigram perplexity for text; 'unigram' is its old name)."
+    )
     checkpoint_every: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     save_model: str | None = Field("model", description="Folder (in out_dir) for the final model; null: none.")

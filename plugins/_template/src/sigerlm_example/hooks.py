@@ -17,7 +17,8 @@ def register_steps(register):
     register("example-step", example_step, options=ExampleStepOptions)
 
 
-def example_step(run, message):
-    """Log a message; return results that end up in metrics.json."""
-    run.logger.info("%s: %s", run.name, message)
-    return {"message_length": len(message)}
+def example_step(run, options: ExampleStepOptions):
+    """Log a message; return results that end up in metrics.json. ``options`` is the validated
+    options object (a manifest's ``{use: example-step, message: ...}``)."""
+    run.logger.info("%s: %s", run.name, options.message)
+    return {"message_length": len(options.message)}

@@ -273,14 +273,13 @@ def chat(
     if model_dir is not None:
         if not model_dir.is_dir():
             _fail(f"{model_dir}: not a model folder")
-        from sigerlm.runtime import TorchRuntime
         from sigerlm_text.chat_session import ChatSession
-        from sigerlm_text.generation import GenerationConfig, Generator
-        from sigerlm_text.model import SigerLM
+        from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
+        from sigerlm_text.model import load_text_model
 
-        model = SigerLM.from_pretrained(model_dir)
+        model = load_text_model(model_dir)
         session = ChatSession(
-            Generator(TorchRuntime(model), model.tokenizer),
+            Generator(make_runtime(model), model.adapter.tokenizer),
             system,
             GenerationConfig.build(max_new_tokens=max_new_tokens, repetition_penalty=1.1),
         )

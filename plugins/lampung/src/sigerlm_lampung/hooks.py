@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sigerlm import hookimpl
+from sigerlm_text.hooks import TokenizerSpec, tokenizer_shorthand
 
 
 class LampungParallelOptions(BaseModel):
@@ -25,20 +26,23 @@ class LampungParallelOptions(BaseModel):
         description="Translation directions to build instruction rows for.",
     )
     data_dir: str | None = Field(None, description="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
-    tokenizer: str | None = Field(
-        None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's."
+    tokenizer: TokenizerSpec | None = Field(
+        None, description="A tokenizer component, or a trained tokenizer.json (or its folder); default: the run's."
     )
     seq_len: int | None = Field(None, ge=1, description="Tokens per example; default: the model's max_seq_len.")
     batch_size: int = Field(8, ge=1)
     shuffle: bool = True
 
+    _shorthand = field_validator("tokenizer", mode="before")(tokenizer_shorthand)
 
-def lampung_parallel(run, split, directions, data_dir, tokenizer, seq_len, batch_size, shuffle):
+
+def lampung_parallel(run, options: LampungParallelOptions):
     """Lampung pairs (quality flags honoured, deduplicated) as instruction rows for every direction,
     rendered with sigerlm-text's chat template; loss on the translation."""
     from sigerlm_lampung.datasets import lampung_parallel as build
 
-    return build(run, split, directions, data_dir, tokenizer, seq_len, batch_size, shuffle)
+    o = options
+    return build(run, o.split, o.directions, o.data_dir, o.tokenizer, o.seq_len, o.batch_size, o.shuffle)
 
 
 @hookimpl

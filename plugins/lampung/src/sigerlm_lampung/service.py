@@ -128,16 +128,16 @@ def get_router(data_dir: str | Path | None = None) -> Any:
 
 
 def model_generate(
-    model_dir: str | Path, max_new_tokens: int = 64, adapter: str | Path | None = None
+    model_dir: str | Path, max_new_tokens: int = 64, adapter: str | Path | None = None, runtime: str = "torch"
 ) -> Callable[[str], str]:
     """A ``generate(prompt) -> str`` over a SigerLM model folder (a base, or a LoRA-merged one),
-    optionally with a LoRA adapter folder on top (needs sigerlm-lora), for the fallback."""
+    optionally with a LoRA adapter folder on top (needs sigerlm-lora), decoded by a registered
+    runtime, for the fallback."""
     from sigerlm.errors import SigerError
-    from sigerlm.runtime import TorchRuntime
-    from sigerlm_text.generation import GenerationConfig, Generator
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
+    from sigerlm_text.model import load_text_model
 
-    model = SigerLM.from_pretrained(model_dir)
+    model = load_text_model(model_dir)
     if adapter is not None:
         try:
             from sigerlm_lora import load_adapter
@@ -145,7 +145,7 @@ def model_generate(
             raise SigerError("--adapter needs the LoRA plugin: pip install sigerlm-lora") from exc
         load_adapter(model, adapter)
     return generator_generate(
-        Generator(TorchRuntime(model), model.tokenizer),
+        Generator(make_runtime(model, runtime), model.adapter.tokenizer),
         GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]),
     )
 

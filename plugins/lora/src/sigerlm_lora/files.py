@@ -197,25 +197,26 @@ def merge_and_export(base: str | Path, adapter: str | Path, out: str | Path) -> 
     if out.resolve() == base.resolve():
         raise LoraError(f"--out {out} is the base folder: write the merged model somewhere else")
 
-    def copy_extra(folder: Path) -> None:
+    def copy_extra(folder: Path) -> dict[str, Any]:
         for item in base.iterdir():
             if item.name in (CONFIG_FILE, WEIGHTS_FILE) or item.name.startswith("."):
                 continue
             target = folder / item.name
             shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
+        (folder / "merged_adapter.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        return {"tokenizer_hash": base_meta.get("tokenizer_hash")}
 
     provenance = {
         key: meta.get(key) for key in ("name", "rank", "alpha", "targets", "modules", "base_hash", "base_model")
     }
     provenance["adapter"] = str(adapter)
+    spec = {key: base_meta[key] for key in ("adapter", "blocks") if base_meta.get(key)}
     return save_model_folder(
         out,
         merged,
         config,
-        adapter=base_meta.get("adapter"),
+        spec=spec,
         plugins={**(base_meta.get("plugins") or {}), **(meta.get("plugins") or {})},
-        tokenizer_hash=base_meta.get("tokenizer_hash"),
-        extra_files={"merged_adapter.json": json.dumps(provenance, indent=2) + "\n"},
         write_extra=copy_extra,
     )
 

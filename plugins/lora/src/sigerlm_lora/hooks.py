@@ -13,7 +13,7 @@ from sigerlm_lora.options import LoraOptions
 log = logging.getLogger("sigerlm.lora")
 
 
-def lora(model, rank, alpha, dropout, targets, name, adapter):
+def lora(model, options: LoraOptions):
     """Add a LoRA adapter to the model's linear layers (or continue one) and freeze the rest.
 
     The train step then optimizes only the adapter, checkpoints only its tensors, and saves
@@ -22,6 +22,8 @@ def lora(model, rank, alpha, dropout, targets, name, adapter):
     from sigerlm_lora.files import load_adapter, save_adapter
     from sigerlm_lora.lora import LoraConfig, add_adapter, train_only
 
+    rank, alpha, dropout, targets = options.rank, options.alpha, options.dropout, options.targets
+    name, adapter = options.name, options.adapter
     if adapter is not None:
         load_adapter(model, adapter, name, trainable=True)
     else:
@@ -38,8 +40,8 @@ def lora(model, rank, alpha, dropout, targets, name, adapter):
     )
     if hasattr(model, "saver"):  # the train step's model: save the adapter, not the whole model
 
-        def saver(folder, tokenizer=None, plugins=None):
-            return save_adapter(model, folder, name, base_folder=getattr(model, "init_from", None), plugins=plugins)
+        def saver(folder, plugins=None):
+            return save_adapter(model, folder, name, base_folder=model.source, plugins=plugins)
 
         model.saver = saver
     return model

@@ -152,13 +152,20 @@ def create_app(settings: ServeSettings, plugin_manager: Any = None, model: Any =
 
     if plugin_manager is None:
         plugin_manager = make_plugin_manager()
-    if "serving" not in plugin_manager.records or not plugin_manager.records["serving"].loaded:
-        from sigerlm.plugins import PluginRecord
-        from sigerlm_serving import hooks
+    from sigerlm_serving import hooks as serving_hooks
+    from sigerlm_text import hooks as text_hooks
 
-        record = PluginRecord("serving", hooks.__name__, distribution="sigerlm-serving")
-        if not plugin_manager.load_module(hooks, "serving", record):
-            raise RuntimeError(f"the serving plugin could not be registered: {record.error}")
+    # the server needs its own routes and the text adapter (the models it serves), whatever else was loaded
+    for name, module, distribution in (
+        ("text", text_hooks, "sigerlm-text"),
+        ("serving", serving_hooks, "sigerlm-serving"),
+    ):
+        if name not in plugin_manager.records or not plugin_manager.records[name].loaded:
+            from sigerlm.plugins import PluginRecord
+
+            record = PluginRecord(name, module.__name__, distribution=distribution)
+            if not plugin_manager.load_module(module, name, record):
+                raise RuntimeError(f"the {name} plugin could not be registered: {record.error}")
     state = AppState(settings, plugin_manager, model)
 
     @asynccontextmanager

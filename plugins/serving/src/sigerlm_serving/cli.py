@@ -43,6 +43,7 @@ def serve_command(
         list[str] | None, typer.Option("--cors-origin", help="An origin allowed by CORS; repeatable.")
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per worker.")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="A registered runtime (torch, ...).")] = "torch",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="The most a request may ask for.")] = 512,
     max_prompt_tokens: Annotated[int, typer.Option("--max-prompt-tokens")] = 2048,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes")] = 1_000_000,
@@ -94,6 +95,7 @@ def serve_command(
             cors_origins=list(cors_origin or []),
             adapters=adapters,
             threads=threads,
+            runtime=runtime,
             max_new_tokens=max_new_tokens,
             max_prompt_tokens=max_prompt_tokens,
             max_body_bytes=max_body_bytes,

@@ -10,9 +10,9 @@ Requests for different LoRA adapters cannot share a step (the weights differ), s
 holds one adapter at a time; when requests for another adapter wait, the running group stops
 admitting and the next group starts once it drains (oldest waiting first).
 
-Rows follow the generator's rules (``sigerlm_text.generation``): end tokens, stop strings
-(outside ``<thought>``), ``max_new_tokens``, ``hide_thought``, and text deltas that never split
-a UTF-8 character or reveal the start of a stop string. A cancelled request (its client went
+Each row is a ``sigerlm_text.generation.RowDecoder``, the generator's own rules: end tokens,
+stop strings (outside ``<thought>``), ``max_new_tokens``, ``hide_thought``, and text deltas that
+never split a UTF-8 character or reveal the start of a stop string. A cancelled request (its client went
 away) leaves at the next step. Glossary: ``b`` batch, ``v`` vocabulary.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from sigerlm_text.generation import END_TOKENS, THOUGHT_BLOCK, GenerationConfig, _apply_stop, sample
+from sigerlm_text.generation import DecodeRules, GenerationConfig, RowDecoder, sample
 
 log = logging.getLogger("sigerlm.serving")
 _ids = itertools.count(1)
@@ -45,8 +45,11 @@ class Completion:
 
     @property
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
 
 Event = tuple[str, Any]  # ("delta", str) | ("done", Completion) | ("error", str)
@@ -61,9 +64,7 @@ class Job:
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
-    ids: list[int] = field(default_factory=list)
-    emitted: int = 0
-    in_thought: bool = False
+    decoder: RowDecoder | None = None  # the row's decoding rules (sigerlm_text.generation)
     history: Any = None
     generator: Any = None
     finished: bool = False
@@ -73,28 +74,40 @@ class Job:
 
 
 class DecodeScheduler:
-    def __init__(self, runtime: Any, tokenizer: Any, max_batch: int = 32,
-                 set_adapter: Callable[[str | None], None] | None = None):
+    def __init__(
+        self, runtime: Any, tokenizer: Any, max_batch: int = 32, set_adapter: Callable[[str | None], None] | None = None
+    ):
         self.runtime, self.tokenizer, self.max_batch = runtime, tokenizer, max_batch
         self.set_adapter = set_adapter
-        specials = tokenizer.special_tokens
-        self.end_ids = {specials[t] for t in END_TOKENS if t in specials}
-        self.open_id, self.close_id = specials.get("<thought>"), specials.get("</thought>")
+        self.rules = DecodeRules(tokenizer)
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._current_adapter: str | None = None
-        self.stats = {"steps": 0, "tokens": 0, "requests": 0, "max_batch_seen": 0, "active": 0, "waiting": 0,
-                      "cancelled": 0}
+        self.stats = {
+            "steps": 0,
+            "tokens": 0,
+            "requests": 0,
+            "max_batch_seen": 0,
+            "active": 0,
+            "waiting": 0,
+            "cancelled": 0,
+        }
         self._thread = threading.Thread(target=self._loop, name="siger-decode", daemon=True)
         self._thread.start()
 
     # -- public ------------------------------------------------------------------------------------
-    def submit(self, prompt_ids: Sequence[int], config: GenerationConfig, on_event: Callable[[Event], None],
-               adapter: str | None = None) -> Job:
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        config: GenerationConfig,
+        on_event: Callable[[Event], None],
+        adapter: str | None = None,
+    ) -> Job:
         if not prompt_ids:
             raise ValueError("the prompt has no tokens")
         job = Job(list(prompt_ids), config, on_event, adapter)
+        job.decoder = RowDecoder(self.rules, config, len(job.prompt_ids))
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the scheduler is stopped")
@@ -103,8 +116,13 @@ class DecodeScheduler:
             self._cond.notify()
         return job
 
-    def run(self, prompt_ids: Sequence[int], config: GenerationConfig, adapter: str | None = None,
-            timeout: float | None = None) -> Completion:
+    def run(
+        self,
+        prompt_ids: Sequence[int],
+        config: GenerationConfig,
+        adapter: str | None = None,
+        timeout: float | None = None,
+    ) -> Completion:
         """Blocking: the finished completion (call from a worker thread, never the event loop)."""
         done = threading.Event()
         box: dict[str, Any] = {}
@@ -156,7 +174,9 @@ class DecodeScheduler:
                         else:
                             by_length.setdefault(len(job.prompt_ids), []).append(job)
                     for group in by_length.values():  # equal lengths prefill together: no padding
-                        group_logits, group_state = self.runtime.prefill(torch.tensor([j.prompt_ids for j in group]))
+                        group_logits, group_state = self.runtime.prefill(
+                            {"input_ids": torch.tensor([j.prompt_ids for j in group])}
+                        )
                         for job in group:
                             job.history = torch.tensor(job.prompt_ids)
                             if job.config.seed is not None:
@@ -189,7 +209,7 @@ class DecodeScheduler:
                     state = self.runtime.select_rows(state, rows)
                     next_ids = next_ids.index_select(0, rows)
                     active = [active[s] for s in keep]
-                logits, state = self.runtime.step(next_ids, state)
+                logits, state = self.runtime.step({"input_ids": next_ids}, state)
                 self.stats["steps"] += 1
             except Exception as exc:  # a failing step must not take the server down
                 log.exception("decode step failed")
@@ -228,55 +248,30 @@ class DecodeScheduler:
 
     def _advance(self, job: Job, token: int) -> bool:
         """Take one token for ``job``; True when the job has finished."""
-        if token == self.open_id:
-            job.in_thought = True
-        elif token == self.close_id:
-            job.in_thought = False
-        if token in self.end_ids and not job.in_thought:
-            self._finish(job, "stop")
+        before = len(job.decoder.ids)
+        delta = job.decoder.push(token)
+        self.stats["tokens"] += len(job.decoder.ids) - before
+        if delta:
+            self._send(job, ("delta", delta))
+        if job.decoder.finished:
+            self._finish(job, job.decoder.finish_reason)
             return True
-        job.ids.append(token)
-        self.stats["tokens"] += 1
         if job.config.repetition_penalty != 1.0:
             job.history = torch.cat([job.history, torch.tensor([token])])
-        raw = self.tokenizer.decode(job.ids)
-        text, stopped = _apply_stop(raw, job.config.stop)
-        if stopped:
-            self._finish(job, "stop")
-            return True
-        if len(job.ids) >= job.config.max_new_tokens:
-            self._finish(job, "length")
-            return True
-        self._emit(job, self._visible(job, text, final=False))
         return False
-
-    def _visible(self, job: Job, text: str, final: bool) -> str:
-        if job.config.hide_thought:
-            text = THOUGHT_BLOCK.sub("", text)
-        if not final:
-            text = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
-            stops = job.config.stop
-            for n in range(min(max((len(s) - 1 for s in stops), default=0), len(text)), 0, -1):
-                if any(s.startswith(text[-n:]) for s in stops):  # may begin a stop string
-                    text = text[:-n]
-                    break
-        return text
-
-    def _emit(self, job: Job, text: str) -> None:
-        if len(text) > job.emitted:
-            delta, job.emitted = text[job.emitted :], len(text)
-            self._send(job, ("delta", delta))
 
     def _finish(self, job: Job, reason: str) -> None:
         if job.finished:
             return
-        text, _ = _apply_stop(self.tokenizer.decode(job.ids), job.config.stop)
-        text = self._visible(job, text, final=True)
-        self._emit(job, text)
+        delta = job.decoder.finish(reason)
+        if delta:
+            self._send(job, ("delta", delta))
         job.finished = True
         if reason == "cancelled":
             self.stats["cancelled"] += 1
-        self._send(job, ("done", Completion(text, reason, len(job.prompt_ids), len(job.ids), job.adapter)))
+        tokens = len(job.decoder.ids)
+        completion = Completion(job.decoder.text, reason, len(job.prompt_ids), tokens, job.adapter)
+        self._send(job, ("done", completion))
 
     def _fail(self, job: Job, message: str) -> None:
         if not job.finished:

@@ -31,22 +31,23 @@ class AppState:
     def __init__(self, settings: ServeSettings, plugin_manager: Any = None, model: Any = None):
         from sigerlm.errors import SigerError
         from sigerlm.paths import data_dir
-        from sigerlm.runtime import TorchRuntime
         from sigerlm_serving.scheduler import DecodeScheduler
         from sigerlm_serving.store import Store
 
         self.settings = settings
         self.plugin_manager = plugin_manager
         self.started = time.time()
-        if model is None:
-            from sigerlm_text.model import SigerLM
+        from sigerlm_text.generation import make_runtime
 
-            model = SigerLM.from_pretrained(settings.model_dir)
-        if model.tokenizer is None:
+        if model is None:
+            from sigerlm_text.model import load_text_model
+
+            model = load_text_model(settings.model_dir, components=plugin_manager)
+        if getattr(model.adapter, "tokenizer", None) is None:
             raise ValueError("the model folder has no tokenizer: the server needs one")
-        self.model, self.tokenizer = model, model.tokenizer
+        self.model, self.tokenizer = model, model.adapter.tokenizer
         self.identity = model.identity
-        self.runtime = TorchRuntime(model, settings.threads)
+        self.runtime = make_runtime(model, settings.runtime, settings.threads, plugin_manager)
         self.adapter_paths: dict[str, str] = {}
         self._load_adapters(settings.adapters)
         self.scheduler = DecodeScheduler(

@@ -24,6 +24,9 @@ class ServeSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    runtime: str = Field(
+        "torch", description="The registered runtime that decodes (torch; onnxruntime with sigerlm-onnx)."
+    )
     api_keys: list[str] = Field(default_factory=list, description="Accepted API keys; empty: no key needed.")
     reviewer_keys: list[str] = Field(
         default_factory=list,

@@ -111,12 +111,13 @@ def generate_command(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="A stop string; repeatable.")] = None,
     hide_thought: Annotated[bool, typer.Option("--hide-thought", help="Leave <thought> blocks out.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="A registered runtime (torch, ...).")] = "torch",
 ) -> None:
     """Continue a prompt with a trained model (cached decoding: each token costs the same)."""
-    from sigerlm.runtime import TorchRuntime
-    from sigerlm_text.generation import GenerationConfig, Generator
-    from sigerlm_text.model import SigerLM
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
+    from sigerlm_text.model import load_text_model
 
     config = GenerationConfig.build(
         max_new_tokens=max_new_tokens,
@@ -128,8 +129,9 @@ def generate_command(
         stop=stop or [],
         hide_thought=hide_thought,
     )
-    model = SigerLM.from_pretrained(model_dir)
-    generator = Generator(TorchRuntime(model, threads), model.tokenizer)
+    pm = make_plugin_manager()
+    model = load_text_model(model_dir, components=pm)
+    generator = Generator(make_runtime(model, runtime, threads, pm), model.adapter.tokenizer)
     if stream:
         for delta in generator.stream(prompt, config):
             typer.echo(delta, nl=False)
@@ -148,16 +150,17 @@ def chat_command(
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.1,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     max_context_tokens: Annotated[int, typer.Option("--max-context-tokens")] = 2048,
+    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="A registered runtime (torch, ...).")] = "torch",
 ) -> None:
     """Chat with a model: type a message, or /help. Piped input: one message a line."""
     import sys
 
     from sigerlm.errors import SigerError
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.runtime import TorchRuntime
     from sigerlm_text.chat_session import ChatSession, collect_commands, collect_router
-    from sigerlm_text.generation import GenerationConfig, Generator
-    from sigerlm_text.model import SigerLM
+    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
+    from sigerlm_text.model import load_text_model
 
     config = GenerationConfig.build(
         max_new_tokens=max_new_tokens,
@@ -167,9 +170,10 @@ def chat_command(
         repetition_penalty=repetition_penalty,
         seed=seed,
     )
-    model = SigerLM.from_pretrained(model_dir)
-    session = ChatSession(Generator(TorchRuntime(model), model.tokenizer), system, config, max_context_tokens)
     pm = make_plugin_manager()
+    model = load_text_model(model_dir, components=pm)
+    generator = Generator(make_runtime(model, runtime, threads, pm), model.adapter.tokenizer)
+    session = ChatSession(generator, system, config, max_context_tokens)
     commands = collect_commands(pm)
     session.router = collect_router(pm)  # plugins may answer plain messages (Lampung translation)
     interactive = sys.stdin.isatty()

@@ -314,22 +314,19 @@ class ChatJsonl(_Conversations):
         return check_messages(row.get("messages"))
 
 
-def resolve_tokenizer(run: Any, spec: str | None) -> TextTokenizer:
-    """``spec`` is a path to a trained BPE, or ``tiktoken``; None takes the run's tokenizer."""
+def resolve_tokenizer(run: Any, spec: Any) -> TextTokenizer:
+    """The tokenizer component ``spec`` names (through the run's registry); None takes the run's."""
     if spec is None:
         tokenizer = getattr(run, "state", {}).get("tokenizer")
         if tokenizer is None:
             raise SigerError(
-                "this dataset needs a tokenizer: give tokenizer: PATH (a trained tokenizer.json) or tiktoken"
+                "this dataset needs a tokenizer: give tokenizer: PATH (a trained tokenizer.json), tiktoken or "
+                "{use: NAME, ...}, or train one in an earlier step (train-tokenizer)"
             )
         return tokenizer
-    if spec == "tiktoken":
-        from sigerlm_text.tokenizers.tiktoken_fallback import TiktokenTokenizer
+    from sigerlm_text.tokenizers.select import build_tokenizer
 
-        return TiktokenTokenizer()
-    from sigerlm_text.tokenizers.bpe import BPETokenizer
-
-    return BPETokenizer.load(spec)
+    return build_tokenizer(spec, getattr(run, "plugin_manager", None))
 
 
 def resolve_seq_len(run: Any, seq_len: int | None) -> int:

@@ -41,31 +41,23 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
 def current_model(run: Any) -> Any:
     model = run.state.get("model")
     if model is None:
-        from sigerlm.model.assembled import build_model
+        from sigerlm.assemble import model_for_run
 
-        model = build_model(run)
+        model = model_for_run(run)
     return model.eval()
 
 
-def eval_generation(
-    run: Any,
-    files: list[str],
-    templates: list[Any],
-    where: dict[str, Any],
-    limit: int | None,
-    max_new_tokens: int,
-    batch_size: int,
-    name: str,
-) -> dict[str, Any]:
+def eval_generation(run: Any, options: Any) -> dict[str, Any]:
     """The step's factory: returns ``{template: scores, ..., "overall": scores}``."""
+    files, templates, where, limit = options.files, options.templates, options.where, options.limit
+    max_new_tokens, batch_size, name = options.max_new_tokens, options.batch_size, options.name
     import torch
 
     from sigerlm.io import atomic_write, read_jsonl
-    from sigerlm.runtime import TorchRuntime
     from sigerlm_text.chat import fill_template, instruction_to_messages, row_matches
     from sigerlm_text.chat_session import PromptBuilder
     from sigerlm_text.datasets import expand
-    from sigerlm_text.generation import GenerationConfig, Generator
+    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
 
     tokenizer = run.state.get("tokenizer")
     if tokenizer is None:
@@ -80,7 +72,7 @@ def eval_generation(
             if isinstance(row, dict) and row_matches(row, where):
                 rows.append(row)
     model = current_model(run)
-    generator = Generator(TorchRuntime(model), tokenizer)
+    generator = Generator(make_runtime(model, options.runtime, None, run.plugin_manager), tokenizer)
     builder = PromptBuilder(tokenizer)
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     results: dict[str, Any] = {}
@@ -97,7 +89,7 @@ def eval_generation(
             prompts = [builder.build(instruction_to_messages(filled)[:-1]) for filled, _ in chunk]
             with torch.inference_mode():
                 decoded = generator.generate_ids(prompts, config)
-            hyps += [generator._finish(row, config).text.strip() for row in decoded]
+            hyps += [row.text.strip() for row in decoded]
         refs = [ref for _, ref in pairs]
         results[label] = score(hyps, refs)
         for (filled, ref), hyp in zip(pairs, hyps, strict=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,35 +96,108 @@ def sample(
     return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
 
 
-@dataclass
-class _Row:
-    prompt_len: int
-    ids: list[int] = field(default_factory=list)
-    done: bool = False
-    reason: str = "length"
+class DecodeRules:
+    """A tokenizer's end tokens and thought markers (looked up once per tokenizer)."""
 
-
-class Generator:
-    """Greedy or sampled decoding over a runtime (``prefill`` + ``step``)."""
-
-    def __init__(self, runtime: Any, tokenizer: Any):
-        self.runtime, self.tokenizer = runtime, tokenizer
+    def __init__(self, tokenizer: Any):
         specials = tokenizer.special_tokens
+        self.tokenizer = tokenizer
         self.end_ids = {specials[t] for t in END_TOKENS if t in specials}
         self.open_id, self.close_id = specials.get("<thought>"), specials.get("</thought>")
 
+
+class RowDecoder:
+    """The decoding rules of one row, shared by ``Generator`` and the server's scheduler.
+
+    ``push(token)`` takes each sampled token and returns the text to show now (often ``""``):
+    an end token outside an open ``<thought>`` ends the row (``finish_reason`` "stop"), as does
+    a stop string outside a thought (cut from the text) or ``max_new_tokens`` ("length"). Text
+    is released only when it cannot change: never half a UTF-8 character, never the start of
+    what may become a stop string; with ``hide_thought`` a thought never shows. The deltas put
+    together equal ``text`` once the row has finished. With ``stream=False`` the text is only
+    decoded when a stop string needs checking (``push`` then returns ``""``)."""
+
+    def __init__(self, rules: DecodeRules, config: GenerationConfig, prompt_len: int = 0, stream: bool = True):
+        self.rules, self.config, self.prompt_len, self.stream = rules, config, prompt_len, stream
+        self.ids: list[int] = []
+        self.in_thought = False
+        self.finish_reason: str | None = None
+        self.text = self.raw_text = ""
+        self._emitted = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def push(self, token: int) -> str:
+        if self.finished:
+            raise GenerationError("this row has finished")
+        if token == self.rules.open_id:
+            self.in_thought = True
+        elif token == self.rules.close_id:
+            self.in_thought = False
+        if token in self.rules.end_ids and not self.in_thought:
+            return self.finish("stop")
+        self.ids.append(token)
+        if self.config.stop or self.stream:
+            text, stopped = _apply_stop(self.rules.tokenizer.decode(self.ids), self.config.stop)
+            if stopped:
+                return self.finish("stop")
+        if len(self.ids) >= self.config.max_new_tokens:
+            return self.finish("length")
+        return self._delta(self._visible(text, final=False)) if self.stream else ""
+
+    def finish(self, reason: str) -> str:
+        """End the row (``stop``, ``length``, ``cancelled``); returns the last delta."""
+        if self.finished:
+            return ""
+        self.finish_reason = reason
+        self.raw_text = self.rules.tokenizer.decode(self.ids)
+        self.text = self._visible(_apply_stop(self.raw_text, self.config.stop)[0], final=True)
+        return self._delta(self.text)
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(self.text, self.ids, self.finish_reason or "length", self.prompt_len, self.raw_text)
+
+    def _visible(self, text: str, final: bool) -> str:
+        if self.config.hide_thought:
+            text = THOUGHT_BLOCK.sub("", text)  # an open thought is hidden up to the end
+        if not final:
+            text = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
+            stops = self.config.stop
+            for n in range(min(max((len(s) - 1 for s in stops), default=0), len(text)), 0, -1):
+                if any(s.startswith(text[-n:]) for s in stops):  # may begin a stop string
+                    text = text[:-n]
+                    break
+        return text
+
+    def _delta(self, text: str) -> str:
+        if len(text) <= self._emitted:
+            return ""
+        delta, self._emitted = text[self._emitted :], len(text)
+        return delta
+
+
+class Generator:
+    """Greedy or sampled decoding over a runtime (``prefill`` + ``step``, see the hookspec
+    ``register_runtimes``): the prompt is prefilled once, then every row takes one step."""
+
+    def __init__(self, runtime: Any, tokenizer: Any):
+        self.runtime, self.tokenizer = runtime, tokenizer
+        self.rules = DecodeRules(tokenizer)
+
     # -- token level -------------------------------------------------------------------------------
     def generate_ids(
-        self, prompts: Sequence[Sequence[int]], config: GenerationConfig, should_stop: Any = None
-    ) -> list[_Row]:
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig, stream: bool = False
+    ) -> list[RowDecoder]:
         """Decode a batch of prompts (any lengths: each is prefilled on its own, then decoded
-        together); rows stop independently. ``should_stop(row, id)`` may end a row early."""
-        rows = [_Row(len(p)) for p in prompts]
-        for _ in self.iterate(prompts, config, rows, should_stop):
+        together); rows stop independently. Each row's ``text``, ``ids`` and ``finish_reason``."""
+        rows = [RowDecoder(self.rules, config, len(p), stream) for p in prompts]
+        for _ in self.iterate(prompts, rows):
             pass
         return rows
 
-    def generate_padded(self, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> list[_Row]:
+    def generate_padded(self, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> list[RowDecoder]:
         """``generate_ids`` for a padded batch (left or right padding): only the positions the
         mask marks 1 are fed to the model, so padding never changes a row's state."""
         if input_ids.shape != attention_mask.shape:
@@ -134,42 +207,30 @@ class Generator:
         prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)]
         return self.generate_ids(prompts, config)
 
-    def iterate(
-        self, prompts: Sequence[Sequence[int]], config: GenerationConfig, rows: list[_Row], should_stop: Any = None
-    ) -> Iterator[tuple[int, int]]:
-        """Yield ``(row, token)`` as tokens are produced, filling ``rows``."""
+    def iterate(self, prompts: Sequence[Sequence[int]], rows: list[RowDecoder]) -> Iterator[tuple[int, str]]:
+        """Yield ``(row, text delta)`` as rows produce text, pushing every token into ``rows``."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise GenerationError("every prompt needs at least one token")
+        config = rows[0].config
         logits_list, states = [], []
         for prompt in prompts:  # no padding ever enters the recurrence
-            logits, state = self.runtime.prefill(torch.tensor([list(prompt)]))
+            logits, state = self.runtime.prefill({"input_ids": torch.tensor([list(prompt)])})
             logits_list.append(logits)
             states.append(state)
         logits = torch.cat(logits_list)
         state = self.runtime.stack_states(states)
         active = list(range(len(rows)))
         generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-        history = [torch.tensor(list(p)) for p in prompts]
-        in_thought = [False] * len(rows)
-        for _ in range(config.max_new_tokens):
-            next_ids = sample(logits, config, [history[i] for i in active], generator)
+        prompt_ids = [torch.tensor(list(p)) for p in prompts]
+        while active:
+            history = [torch.cat([prompt_ids[i], torch.tensor(rows[i].ids, dtype=torch.long)]) for i in active]
+            next_ids = sample(logits, config, history, generator)
             still = []
             for slot, row_index in enumerate(active):
-                token = int(next_ids[slot])
-                row = rows[row_index]
-                if token == self.open_id:
-                    in_thought[row_index] = True
-                elif token == self.close_id:
-                    in_thought[row_index] = False
-                if token in self.end_ids and not in_thought[row_index]:
-                    row.done, row.reason = True, "stop"
-                else:
-                    row.ids.append(token)
-                    history[row_index] = torch.cat([history[row_index], next_ids[slot : slot + 1]])
-                    yield row_index, token
-                    if should_stop is not None and should_stop(row_index, token):
-                        row.done, row.reason = True, "stop"
-                if not row.done:
+                delta = rows[row_index].push(int(next_ids[slot]))
+                if delta:
+                    yield row_index, delta
+                if not rows[row_index].finished:
                     still.append(slot)
             if not still:
                 break
@@ -178,30 +239,15 @@ class Generator:
                 state = self.runtime.select_rows(state, keep)
                 next_ids = next_ids.index_select(0, keep)
                 active = [active[s] for s in still]
-            logits, state = self.runtime.step(next_ids, state)
+            logits, state = self.runtime.step({"input_ids": next_ids}, state)
 
     # -- text level --------------------------------------------------------------------------------
-    def _finish(self, row: _Row, config: GenerationConfig) -> GenerationResult:
-        raw = self.tokenizer.decode(row.ids)
-        text, reason = _apply_stop(raw, config.stop)
-        if config.hide_thought:
-            text = THOUGHT_BLOCK.sub("", text)
-        return GenerationResult(text, row.ids, "stop" if reason else row.reason, row.prompt_len, raw)
-
     def generate(self, prompt: str | Sequence[str], config: GenerationConfig | None = None, **settings: Any):
         """Text for one prompt (a ``GenerationResult``) or for a list of prompts (a list)."""
         config = config or GenerationConfig.build(**settings)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        encoded = [self.tokenizer.encode(p) for p in prompts]
-        texts: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
-
-        def check_stop(row: int, token: int) -> bool:
-            if not config.stop:
-                return False
-            texts[row].append(token)
-            return _apply_stop(self.tokenizer.decode(texts[row]), config.stop)[1]
-
-        results = [self._finish(row, config) for row in self.generate_ids(encoded, config, check_stop)]
+        rows = self.generate_ids([self.tokenizer.encode(p) for p in prompts], config)
+        results = [row.result() for row in rows]
         return results[0] if isinstance(prompt, str) else results
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **settings: Any) -> Iterator[str]:
@@ -211,34 +257,19 @@ class Generator:
 
     def stream_ids(self, prompt_ids: Sequence[int], config: GenerationConfig) -> Iterator[str]:
         """``stream`` for a prompt that is already token ids (a rendered conversation)."""
-        ids: list[int] = []
-        emitted = 0
+        row = RowDecoder(self.rules, config, len(prompt_ids))
+        for _, delta in self.iterate([list(prompt_ids)], [row]):
+            yield delta
 
-        def visible(final: bool) -> str:
-            text, _ = _apply_stop(self.tokenizer.decode(ids), config.stop)
-            if config.hide_thought:
-                text = THOUGHT_BLOCK.sub("", text)  # an open thought is hidden up to the end
-            if not final:
-                text = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
-                for n in range(min(max((len(s) - 1 for s in config.stop), default=0), len(text)), 0, -1):
-                    if any(s.startswith(text[-n:]) for s in config.stop):  # may begin a stop string
-                        text = text[:-n]
-                        break
-            return text
 
-        def should_stop(row: int, token: int) -> bool:
-            return _apply_stop(self.tokenizer.decode(ids), config.stop)[1]
+def make_runtime(model: Any, name: str = "torch", threads: int | None = None, components: Any = None) -> Any:
+    """The runtime ``name`` (``torch``; ``onnxruntime`` with sigerlm-onnx) from the registry, for
+    ``model``; ``components`` is a plugin manager (default: every installed plugin)."""
+    if components is None:
+        from sigerlm.plugins import make_plugin_manager
 
-        rows = [_Row(len(prompt_ids))]
-        for _, token in self.iterate([list(prompt_ids)], config, rows, should_stop):
-            ids.append(token)
-            text = visible(final=False)
-            if len(text) > emitted:
-                yield text[emitted:]
-                emitted = len(text)
-        text = visible(final=True)
-        if len(text) > emitted:
-            yield text[emitted:]
+        components = make_plugin_manager()
+    return components.get_component("runtimes", name).build(model, options={"threads": threads} if threads else {})
 
 
 def _apply_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -6,10 +6,22 @@ import ``tokenizers``, ``tiktoken`` and torch inside their factories.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sigerlm import hookimpl
-from sigerlm.manifest import InputPath
+from sigerlm.manifest import InputPath, component_ref
+
+#: a tokenizer component: ``{use: bpe, path: tok/}``, ``tiktoken`` or ``{use: hybrid, ...}``
+TokenizerSpec = component_ref("tokenizers")
+
+
+def tokenizer_shorthand(value: Any) -> Any:
+    """A path (``tok/``, ``tok/tokenizer.json``) is short for ``{use: bpe, path: ...}``."""
+    if isinstance(value, str) and ("/" in value or value.endswith(".json") or value in (".", "..")):
+        return {"use": "bpe", "path": value}
+    return value
 
 
 class BPEOptions(BaseModel):
@@ -37,13 +49,20 @@ class TextAdapterOptions(BaseModel):
 
     vocab_size: int = Field(ge=2, description="Rows of the embedding: at least the tokenizer's vocabulary.")
     tie_embeddings: bool = Field(True, description="Use the embedding as the LM head.")
+    tokenizer: TokenizerSpec | None = Field(
+        None, description="The model's tokenizer, saved with it; default: the run's (a train-tokenizer step)."
+    )
+
+    _shorthand = field_validator("tokenizer", mode="before")(tokenizer_shorthand)
 
 
-def text(config, vocab_size, tie_embeddings):
+def text(config, options: TextAdapterOptions):
     """Token embedding and LM head (tied by default) around the backbone."""
     from sigerlm_text.model import TextAdapter
+    from sigerlm_text.tokenizers.select import build_tokenizer
 
-    return TextAdapter(config, vocab_size, tie_embeddings)
+    tokenizer = build_tokenizer(options.tokenizer) if options.tokenizer is not None else None
+    return TextAdapter(config, options.vocab_size, options.tie_embeddings, tokenizer)
 
 
 class TextCompletionOptions(BaseModel):
@@ -51,41 +70,45 @@ class TextCompletionOptions(BaseModel):
 
     files: list[InputPath] = Field(min_length=1, description="Text or JSONL files, or folders of them.")
     field: str = Field("text", description="The JSONL field that holds the text.")
-    tokenizer: str | None = Field(
-        None, description="A trained tokenizer.json (or its folder), or tiktoken; default: the run's."
+    tokenizer: TokenizerSpec | None = Field(
+        None, description="A tokenizer component, or a trained tokenizer.json (or its folder); default: the run's."
     )
     seq_len: int | None = Field(None, ge=1, description="Window length; default: the model's max_seq_len.")
     stride: int | None = Field(None, ge=1, description="Tokens between window starts; default: seq_len.")
     batch_size: int = Field(8, ge=1)
     shuffle: bool = True
 
+    _shorthand = field_validator("tokenizer", mode="before")(tokenizer_shorthand)
+
 
 class ConversationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     files: list[InputPath] = Field(min_length=1, description="JSONL files, or folders of them.")
-    tokenizer: str | None = None
+    tokenizer: TokenizerSpec | None = Field(None, description="As in text_completion; default: the run's.")
     seq_len: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     shuffle: bool = True
 
+    _shorthand = field_validator("tokenizer", mode="before")(tokenizer_shorthand)
 
-def text_completion(run, files, field, tokenizer, seq_len, stride, batch_size, shuffle):
+
+def text_completion(run, options: TextCompletionOptions):
     """Documents joined with <|endoftext|>, cut into windows of seq_len + 1 tokens."""
     from sigerlm_text import datasets as d
 
-    length = d.resolve_seq_len(run, seq_len)
-    options = {"field": field, "seq_len": length}
+    o = options
+    length = d.resolve_seq_len(run, o.seq_len)
     return d.TextCompletion(
         run,
-        d.resolve_tokenizer(run, tokenizer),
-        d.expand(files, (".txt", ".jsonl")),
+        d.resolve_tokenizer(run, o.tokenizer),
+        d.expand(o.files, (".txt", ".jsonl")),
         length,
-        batch_size,
-        shuffle,
-        options,
-        field=field,
-        stride=stride or length,
+        o.batch_size,
+        o.shuffle,
+        {"field": o.field, "seq_len": length},
+        field=o.field,
+        stride=o.stride or length,
     )
 
 
@@ -111,35 +134,36 @@ class InstructionOptions(ConversationOptions):
     )
 
 
-def instruction_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle, templates, where):
+def instruction_jsonl(run, options: InstructionOptions):
     """{instruction, input, output, system?, reasoning?} rows in the chat template; loss on the answer.
     With ``templates``, examples are made from any row shape (both directions of a parallel pair)."""
     from sigerlm_text import datasets as d
 
-    length = d.resolve_seq_len(run, seq_len)
-    shaped = [t.model_dump() for t in templates]
-    options = {"templates": shaped, "where": where} if shaped or where else {}
+    o = options
+    length = d.resolve_seq_len(run, o.seq_len)
+    shaped = [t.model_dump() for t in o.templates]
+    cache_key = {"templates": shaped, "where": o.where} if shaped or o.where else {}
     return d.InstructionJsonl(
         run,
-        d.resolve_tokenizer(run, tokenizer),
-        d.expand(files, (".jsonl",)),
+        d.resolve_tokenizer(run, o.tokenizer),
+        d.expand(o.files, (".jsonl",)),
         length,
-        batch_size,
-        shuffle,
-        options,
+        o.batch_size,
+        o.shuffle,
+        cache_key,
         templates=shaped,
-        where=where,
+        where=o.where,
     )
 
 
-def chat_jsonl(run, files, tokenizer, seq_len, batch_size, shuffle):
+def chat_jsonl(run, options: ConversationOptions):
     """{messages: [{role, content}]} rows in the chat template; loss on the assistant's turns."""
     from sigerlm_text import datasets as d
 
-    length = d.resolve_seq_len(run, seq_len)
-    return d.ChatJsonl(
-        run, d.resolve_tokenizer(run, tokenizer), d.expand(files, (".jsonl",)), length, batch_size, shuffle, {}
-    )
+    o = options
+    length = d.resolve_seq_len(run, o.seq_len)
+    files = d.expand(o.files, (".jsonl",))
+    return d.ChatJsonl(run, d.resolve_tokenizer(run, o.tokenizer), files, length, o.batch_size, o.shuffle, {})
 
 
 class EvalGenerationOptions(BaseModel):
@@ -156,13 +180,14 @@ class EvalGenerationOptions(BaseModel):
     name: str = Field(
         "eval", pattern=r"^[A-Za-z0-9_.-]+$", description="Names the result and <name>.predictions.jsonl."
     )
+    runtime: str = Field("torch", description="The registered runtime that decodes (torch, ...).")
 
 
-def eval_generation(run, files, templates, where, limit, max_new_tokens, batch_size, name):
+def eval_generation(run, options: EvalGenerationOptions):
     """Greedy answers to templated JSONL rows, scored with chrF++ (word_order=2), BLEU and exact match."""
     from sigerlm_text.evaluate import eval_generation as evaluate
 
-    return evaluate(run, files, templates, where, limit, max_new_tokens, batch_size, name)
+    return evaluate(run, options)
 
 
 class TrainTokenizerOptions(BaseModel):
@@ -186,12 +211,13 @@ class BuildCorpusOptions(BaseModel):
     valid_fraction: float = Field(0.0, ge=0, lt=1, description="Share of rows held out as <out>.valid.jsonl.")
 
 
-def train_tokenizer_step(run, files, fields, vocab_size, min_frequency, out):
+def train_tokenizer_step(run, options: TrainTokenizerOptions):
     """Train a BPE on files (or reuse the one a resumed run trained); the run's datasets use it."""
     from sigerlm_text.corpus_text import iter_documents
     from sigerlm_text.tokenizers.bpe import FILE, BPETokenizer
 
-    folder = run.out_dir / out
+    files, fields, vocab_size, min_frequency = options.files, options.fields, options.vocab_size, options.min_frequency
+    folder = run.out_dir / options.out
     if run.resume and (folder / FILE).is_file():
         tokenizer = BPETokenizer.load(folder)
     else:
@@ -202,14 +228,14 @@ def train_tokenizer_step(run, files, fields, vocab_size, min_frequency, out):
     return {"vocab_size": tokenizer.vocab_size, "hash": tokenizer.hash, "path": str(folder)}
 
 
-def build_corpus_step(run, config, out, data_dir, valid_fraction):
+def build_corpus_step(run, options: BuildCorpusOptions):
     """Build a corpus from a dataset config into the run folder."""
-    from sigerlm.paths import data_dir as find_data_dir
+    from sigerlm.paths import data_dir
     from sigerlm_text.corpus import build_corpus, load_config
 
-    report = build_corpus(
-        load_config(config), find_data_dir(data_dir), run.out_dir / out, None, run.seed, valid_fraction
-    )
+    o = options
+    out = run.out_dir / o.out
+    report = build_corpus(load_config(o.config), data_dir(o.data_dir), out, None, run.seed, o.valid_fraction)
     return {
         "rows": report["rows"],
         "valid_rows": report.get("valid_rows", 0),
@@ -218,25 +244,25 @@ def build_corpus_step(run, config, out, data_dir, valid_fraction):
     }
 
 
-def bpe(path):
+def bpe(options: BPEOptions):
     """A trained ByteLevel BPE (tokenizer.json) with SigerLM's special tokens."""
     from sigerlm_text.tokenizers.bpe import BPETokenizer
 
-    return BPETokenizer.load(path)
+    return BPETokenizer.load(options.path)
 
 
-def tiktoken(ranks_file):
+def tiktoken(options: TiktokenOptions):
     """cl100k_base from a local ranks file, with SigerLM's special tokens after its vocabulary."""
     from sigerlm_text.tokenizers.tiktoken_fallback import TiktokenTokenizer
 
-    return TiktokenTokenizer(ranks_file)
+    return TiktokenTokenizer(options.ranks_file)
 
 
-def hybrid(path, search, ranks_file):
+def hybrid(options: HybridOptions):
     """A trained BPE when one is configured or found, else the tiktoken fallback."""
     from sigerlm_text.tokenizers.select import hybrid as select
 
-    return select(path, search, ranks_file)
+    return select(options.path, options.search, options.ranks_file)
 
 
 @hookimpl
@@ -261,7 +287,7 @@ def prepare_run(run):
         return
     from sigerlm.model.folder import read_config
 
-    folder = model.init_from
+    folder = model.init_source().path
     _, meta = read_config(folder)  # torch-free; already checked when the manifest resolved
     if meta.get("tokenizer_hash"):
         from sigerlm_text.tokenizers.select import load_tokenizer
@@ -272,6 +298,14 @@ def prepare_run(run):
 
             raise SigerError(f"{folder}: its tokenizer files do not match the hash in config.json (damaged folder?)")
         run.state["tokenizer"] = tokenizer
+
+
+@hookimpl
+def prepare_model(run, model):
+    """A text adapter without a tokenizer of its own gets the run's (saved with the model)."""
+    adapter = getattr(model, "adapter", None)
+    if getattr(adapter, "tokenizer", False) is None and run.state.get("tokenizer") is not None:
+        adapter.attach(run.state["tokenizer"])
 
 
 @hookimpl

@@ -49,11 +49,11 @@ def prepare_run(run):
     run.logger.info("siger-hello is loaded for run %s", run.name)
 
 
-def hello_step(run, who, times):
+def hello_step(run, options: HelloOptions):
     """Write a greeting into the run folder."""
     from siger_hello.greeting import greeting
 
-    lines = [greeting(who) for _ in range(times)]
+    lines = [greeting(options.who) for _ in range(options.times)]
     if "train" in run.manifest.data:
         lines += [f"read: {line}" for line in run.dataset("train")]
     path = run.out_dir / "hello.txt"
@@ -62,8 +62,8 @@ def hello_step(run, who, times):
     return {"lines": len(lines), "path": str(path)}
 
 
-def lines_dataset(run, path):
+def lines_dataset(run, options: LinesOptions):
     """The non-empty lines of a text file."""
     from siger_hello.greeting import read_lines
 
-    return read_lines(path)
+    return read_lines(options.path)

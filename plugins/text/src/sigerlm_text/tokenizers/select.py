@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sigerlm_text.tokenizers.base import TextTokenizer, TokenizerError
 from sigerlm_text.tokenizers.bpe import FILE as BPE_FILE
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 
 TIKTOKEN_FILE = "tokenizer_tiktoken.json"
+
+
+def build_tokenizer(spec: Any, components: Any = None) -> TextTokenizer:
+    """The tokenizer a component spec names (``{use: bpe, path: ...}``), through the registry
+    (``components``: a plugin manager; default: every installed plugin)."""
+    if components is None:
+        from sigerlm.plugins import make_plugin_manager
+
+        components = make_plugin_manager()
+    return components.get_component("tokenizers", spec.use).build(options=spec.options)
 
 
 def load_tokenizer(folder: str | Path) -> TextTokenizer:

@@ -5,9 +5,9 @@ import torch
 
 from sigerlm.model.backbone import Backbone
 from sigerlm.model.config import SigerConfig
-from sigerlm.model.hf import ConversionError, from_hf, to_hf
+from sigerlm_text.hf import ConversionError, from_hf, to_hf
 
-pytest.importorskip("transformers", reason="transformers is a test dependency (sigerlm[test])")
+pytest.importorskip("transformers", reason="transformers is a test dependency (sigerlm-text[test])")
 
 VOCAB = 50
 
