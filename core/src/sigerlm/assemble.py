@@ -135,3 +135,12 @@ def model_for_run(run: Any) -> Any:
     for i in range(len(spec.transforms)):
         built = run.component("model", "transforms", i).build(built)
     return built
+
+
+def current_model(run: Any) -> Any:
+    """The model a step after training works on: the run's trained model (``run.state["model"]``,
+    set by the train step or by ``siger eval``), else the manifest's model built afresh."""
+    model = run.state.get("model")
+    if model is None:
+        model = run.state["model"] = model_for_run(run)
+    return model.eval()

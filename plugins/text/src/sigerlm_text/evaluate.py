@@ -38,21 +38,13 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
-def current_model(run: Any) -> Any:
-    model = run.state.get("model")
-    if model is None:
-        from sigerlm.assemble import model_for_run
-
-        model = model_for_run(run)
-    return model.eval()
-
-
 def eval_generation(run: Any, options: Any) -> dict[str, Any]:
     """The step's factory: returns ``{template: scores, ..., "overall": scores}``."""
     files, templates, where, limit = options.files, options.templates, options.where, options.limit
     max_new_tokens, batch_size, name = options.max_new_tokens, options.batch_size, options.name
     import torch
 
+    from sigerlm.assemble import current_model
     from sigerlm.io import atomic_write, read_jsonl
     from sigerlm_text.chat import fill_template, instruction_to_messages, row_matches
     from sigerlm_text.chat_session import PromptBuilder
