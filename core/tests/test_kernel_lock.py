@@ -114,7 +114,9 @@ def test_waiting_for_a_live_build_times_out_naming_the_folder(fake_build, monkey
     assert build_in_thread() == ("module", kernels.extension_name())
 
 
-def test_the_cache_key_has_the_torch_and_python_versions(monkeypatch):
+def test_the_cache_key_has_the_torch_and_python_versions_and_the_source(monkeypatch, tmp_path):
+    import shutil
+
     import torch
 
     name = kernels.extension_name()
@@ -122,6 +124,12 @@ def test_the_cache_key_has_the_torch_and_python_versions(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "9.9.9+cu999")
     other = kernels.extension_name()
     assert other != name and "torch9_9_9_cu999" in other and other.isidentifier()
+    monkeypatch.undo()
+    copy = tmp_path / "checkout" / "kernels.cpp"  # the same source in another checkout
+    copy.parent.mkdir()
+    shutil.copy(kernels.SOURCE, copy)
+    monkeypatch.setattr(kernels, "SOURCE", copy)
+    assert kernels.extension_name() != name
 
 
 def test_a_bad_timeout_setting_is_an_error(monkeypatch):

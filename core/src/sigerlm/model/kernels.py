@@ -3,7 +3,7 @@ in-place softmax cross-entropy.
 
 They are compiled on first use with the machine's C++ compiler and cached by torch (in
 ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), for this CPU's
-instruction set, this torch and this Python: about a minute once, then a fraction of a second.
+instruction set, this torch, this Python and this copy of the source: about a minute once, then a fraction of a second.
 Nothing is downloaded. Code that uses them is chosen explicitly (``scan: fused``); when they
 cannot be built the error says how to fix it or which pure-PyTorch back-end to choose instead.
 
@@ -51,11 +51,12 @@ def _cpu_tag() -> str:
 
 
 def extension_name() -> str:
-    """The cache key: the source, the CPU, the torch version and the Python version. Installs
-    with different torch versions build (and keep) kernels of their own."""
+    """The cache key: the source (its text and where it lies), the CPU, the torch version and
+    the Python version. Installs with different torch versions, or two checkouts (torch's build
+    file names the source's path, so they would rebuild in turn), keep kernels of their own."""
     import torch
 
-    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
+    digest = hashlib.sha1(SOURCE.read_bytes() + str(SOURCE.resolve()).encode()).hexdigest()[:8]
     torch_tag = "".join(ch if ch.isalnum() else "_" for ch in torch.__version__)
     return f"sigerlm_kernels_{digest}_{_cpu_tag()}_torch{torch_tag}_py{sys.version_info[0]}{sys.version_info[1]}"
 
