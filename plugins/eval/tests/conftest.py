@@ -28,7 +28,8 @@ def text_model(tokenizer):
     from sigerlm_text.model import text_model as build
 
     torch.manual_seed(0)
-    config = SigerConfig.from_profile("tiny")
+    # the pure-PyTorch scan: no wait for a kernel build (other work on this machine may be rebuilding it)
+    config = SigerConfig.from_profile("tiny", scan="chunked")
     model = build(config, tokenizer.vocab_size, tokenizer).eval()
     with torch.no_grad():  # peaked predictions, so that context changes them (a fresh init is near uniform)
         model.adapter.embedding.weight.normal_(std=1.0)

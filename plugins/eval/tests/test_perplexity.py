@@ -147,6 +147,7 @@ def _peak_rss_growth(fn):
     return field("VmHWM:") - before, result
 
 
+@pytest.mark.slow
 def test_a_100k_token_document_in_constant_memory(text_model, monkeypatch):
     ids = torch.randint(0, text_model.adapter.vocab_size, (100_001,), generator=torch.Generator().manual_seed(3))
     lengths = []
