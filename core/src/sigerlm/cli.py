@@ -111,7 +111,7 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
             raise SigerError("--resume and --force contradict each other: choose one")
         _setup_logging()
         overrides = list(set_ or []) + ([f"out_dir={out_dir}"] if out_dir is not None else [])
-        resolved, manager = load_manifest(file, overrides)
+        resolved, manager = load_manifest(file, overrides, force=force)
         result = execute(resolved, manager, resume=resume, force=force)
         console = _console(stderr=False)
         for step in result.results.get("steps", []):
@@ -192,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``siger``."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        for i, arg in enumerate(args):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as exc:  # bytes the locale could not decode, kept as surrogates
+                raise SigerError(f"argument {i + 1} ({arg[: exc.start]}...) is not valid UTF-8 text") from None
         pm = make_plugin_manager()
         app = build_app(pm)
         if args[:1] != ["plugins"]:

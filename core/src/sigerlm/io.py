@@ -40,6 +40,34 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any] | bytes | s
     return path
 
 
+#: folders no output ever goes into
+SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
+
+
+def output_problem(path: str | Path, force: bool = False) -> str | None:
+    """Why ``path`` may not be written as an output folder, or None: a path under a system
+    folder, or a file, never; a folder that already holds files only with ``force``."""
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    if any(resolved == s or resolved.is_relative_to(s) for s in SYSTEM_FOLDERS):
+        return f"{path} is under a system folder ({resolved})"
+    if path.exists() and not path.is_dir():
+        return f"{path} is an existing file: siger never replaces it; choose another path"
+    if path.is_dir() and not force and any(path.iterdir()):
+        return f"{path} already holds files: siger never replaces them; choose an empty or new folder, or add --force"
+    return None
+
+
+def check_output(path: str | Path, force: bool = False, what: str = "--out") -> Path:
+    """``path`` if it may be written as an output folder; else a ``SigerError`` naming why."""
+    from sigerlm.errors import SigerError
+
+    problem = output_problem(path, force)
+    if problem:
+        raise SigerError(f"{what}: {problem}")
+    return Path(path)
+
+
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -211,7 +211,7 @@ def test_siger_lora_merge_and_info_commands(base_dir, tmp_path, capsys):
     x = ids()
     assert (lm_forward(load(tmp_path / "m"), x).logits - lm_forward(model, x).logits).abs().max().item() <= 1e-5
     code, output = siger("lora", "merge", base_dir, adapter, "--out", tmp_path / "m")
-    assert code != 0 and "already exists and is not empty" in output
+    assert code != 0 and "already holds files: siger never replaces them" in output
     code, output = siger("lora", "info", adapter, "--json")
     assert code == 0, output
     info = json.loads(output)

@@ -211,3 +211,94 @@ def test_left_and_right_padding_give_the_unpadded_results(random_model, tok):
             ids[i, where] = torch.tensor(p)
             mask[i, where] = 1
         assert [r.ids for r in gen.generate_padded(ids, mask, config)] == expected, side
+
+
+RUNTIME_PLUGIN = '''
+from pathlib import Path
+
+from sigerlm import hookimpl
+
+
+def marked(model, options):
+    """The torch runtime, leaving a mark for each step it decodes."""
+    import os
+
+    from sigerlm.runtime import TorchRuntime
+
+    class Marked(TorchRuntime):
+        name = "marked"
+
+        def step(self, inputs, state):
+            with open(os.environ["MARK_FILE"], "a") as handle:
+                handle.write("step\\n")
+            return super().step(inputs, state)
+
+    return Marked(model)
+
+
+@hookimpl
+def register_runtimes(register):
+    register("marked", marked)
+'''
+
+
+def test_the_runtime_comes_from_the_registry_by_name(random_model, tmp_path):
+    """``--runtime`` picks a runtime another plugin registers; bad input is a one-line error."""
+    import os
+
+    from sigerlm.testing import write_distribution
+
+    random_model.save(tmp_path / "m")
+    site = write_distribution(tmp_path / "site", "fake-rt", {"fake_rt.hooks": RUNTIME_PLUGIN}, {"rt": "fake_rt.hooks"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGER_")}
+    env.update(PYTHONPATH=str(site), MARK_FILE=str(tmp_path / "marks"))
+    siger = str(Path(sys.executable).with_name("siger"))
+
+    def run(*args, stdin=None):
+        args = [a if isinstance(a, bytes) else str(a) for a in args]
+        return subprocess.run([siger, *args], capture_output=True, env=env, input=stdin)
+
+    torch_out = run("generate", tmp_path / "m", "Saya", "--max-new-tokens", "6")
+    marked_out = run("generate", tmp_path / "m", "Saya", "--max-new-tokens", "6", "--runtime", "marked")
+    assert torch_out.returncode == marked_out.returncode == 0, marked_out.stderr
+    assert marked_out.stdout == torch_out.stdout
+    assert (tmp_path / "marks").read_text().count("step") >= 1
+    unknown = run("generate", tmp_path / "m", "Saya", "--runtime", "onnx-nope")
+    assert unknown.returncode == 1 and b"unknown runtime 'onnx-nope'" in unknown.stderr
+    not_utf8 = run("generate", tmp_path / "m", b"Saya \xff")
+    assert not_utf8.returncode == 1 and b"argument 3 (Saya ...) is not valid UTF-8 text" in not_utf8.stderr
+    chat = run("chat", tmp_path / "m", "--max-new-tokens", "3", stdin=b"halo\n\xff\xfe\n")
+    assert chat.returncode == 1 and b"standard input, line 2: not valid UTF-8" in chat.stderr
+
+
+def test_a_manifest_names_the_runtime_of_eval_generation(tok, tmp_path, plugin_manager, run_manifest):
+    """The ``eval-generation`` step decodes with the runtime its options name."""
+    from sigerlm import hookimpl
+
+    calls = []
+
+    class Plugin:
+        @hookimpl
+        def register_runtimes(self, register):
+            def counting(model, options):
+                class Counting(TorchRuntime):
+                    def step(self, inputs, state):
+                        calls.append(1)
+                        return super().step(inputs, state)
+
+                return Counting(model)
+
+            register("counting", counting)
+
+    add_plugin(plugin_manager, hooks, "text")
+    add_plugin(plugin_manager, Plugin(), "counting")
+    torch.manual_seed(0)
+    text_model(SigerConfig.from_profile("tiny"), 300, tok).save(tmp_path / "base")
+    (tmp_path / "pairs.jsonl").write_text('{"a": "Saya mau makan", "b": "I want to eat"}\n')
+    step = {"use": "eval-generation", "files": [str(tmp_path / "pairs.jsonl")], "max_new_tokens": 3}
+    step["templates"] = [{"instruction": "Translate: {a}", "output": "{b}"}]
+    manifest = {"siger": 1, "name": "rt", "model": {"init_from": str(tmp_path / "base")}, "steps": [step]}
+    run_manifest(manifest)
+    assert calls == []
+    run_manifest(dict(manifest, steps=[dict(step, runtime="counting")]), out_dir=tmp_path / "run2")
+    assert len(calls) >= 1

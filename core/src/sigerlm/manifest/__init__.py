@@ -20,6 +20,7 @@ from sigerlm.manifest.schema import (
     InitFrom,
     InputPath,
     Manifest,
+    OutputPath,
     component_ref,
     manifest_json_schema,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "InitFrom",
     "InputPath",
     "Manifest",
+    "OutputPath",
     "ManifestSource",
     "ResolvedComponent",
     "ResolvedManifest",

@@ -21,6 +21,7 @@ from sigerlm.manifest.schema import (
     Manifest,
     component_refs,
     missing_inputs,
+    output_problems,
 )
 from sigerlm.manifest.source import ManifestSource, apply_overrides, format_path, interpolate, read_manifest
 
@@ -272,8 +273,42 @@ def _init_from(manifest: Manifest, source: ManifestSource, problems: list[Proble
     return config
 
 
-def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) -> ResolvedManifest:
-    """Find every component and validate its options; raise one error listing every problem."""
+def _memory_problem(config: SigerConfig) -> str | None:
+    """A model whose weights, gradients and AdamW state alone exceed this machine's memory."""
+    import os
+
+    d, di, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank_value, config.d_conv
+    per_layer = d * 2 * di + di * (k + 1) + di * (r + 2 * n) + r * di + di + di * n + di + di * d + d
+    params = config.n_layers * per_layer + d
+    try:
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform tells
+        return None
+    need = 16 * params  # fp32 weights, gradients and AdamW's two moments
+    if need <= machine:
+        return None
+    return (
+        f"a backbone of d_model {d} x n_layers {config.n_layers} has {params / 1e9:.1f}B parameters: training needs "
+        f"{need / 2**30:.0f} GiB for weights, gradients and AdamW alone, this machine has {machine / 2**30:.0f} GiB"
+    )
+
+
+def _out_dir_problem(out_dir: Path) -> str | None:
+    from sigerlm.io import SYSTEM_FOLDERS
+
+    resolved = out_dir.expanduser().resolve()
+    if any(resolved == s or resolved.is_relative_to(s) for s in SYSTEM_FOLDERS):
+        return f"{out_dir} is under a system folder ({resolved}): choose a run folder of your own"
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"{out_dir} is a file, not a folder: choose another out_dir"
+    return None
+
+
+def resolve(
+    manifest: Manifest, source: ManifestSource, pm: SigerPluginManager, force: bool = False
+) -> ResolvedManifest:
+    """Find every component and validate its options; raise one error listing every problem.
+    ``force``: outputs may replace folders outside the run folder (``siger run --force``)."""
     from sigerlm.model.config import ConfigError, SigerConfig
 
     problems: list[Problem] = []
@@ -295,6 +330,15 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
             manifest.model.block = ComponentSpec(use=config.block)
             specs = manifest.component_specs()
             profile_block = True
+    out_dir = Path(manifest.out_dir) if manifest.out_dir else Path("runs") / manifest.name
+    why = _out_dir_problem(out_dir)
+    if why:
+        problems.append(Problem("out_dir", why, None, source.line(("out_dir",))))
+    if config is not None:
+        why = _memory_problem(config)
+        if why:
+            where = ("model", "config") if manifest.model and manifest.model.config else ("model", "profile")
+            problems.append(Problem(format_path(where), why, "choose a smaller model", source.line(where)))
     for path, kind, spec in specs:
         try:
             component = pm.get_component(kind, spec.use)
@@ -332,7 +376,9 @@ def resolve(manifest: Manifest, source: ManifestSource, pm: SigerPluginManager) 
                 problems.append(Problem(format_path(at + ("use",)), str(exc), None, source.line(at)))
             except ValidationError as exc:
                 problems.extend(pydantic_problems(exc, ref_component.options, at, source))
-        out_dir = Path(manifest.out_dir) if manifest.out_dir else Path("runs") / manifest.name
+        for option, why in output_problems(options, out_dir, force):
+            where = path + (option,)
+            problems.append(Problem(format_path(where), why, None, source.line(where)))
         for option, item in missing_inputs(options, out_dir):
             where = path + tuple(int(p) if p.isdigit() else p for p in re.split(r"[\[\]]+", option) if p)
             problems.append(Problem(format_path(where), f"{item}: file or folder not found", None, source.line(where)))
@@ -354,6 +400,7 @@ def load_manifest(
     overrides: Iterable[str] = (),
     *,
     pm: SigerPluginManager | None = None,
+    force: bool = False,
 ) -> tuple[ResolvedManifest, SigerPluginManager]:
     """Read, validate and resolve a manifest; build the plugin manager it asks for.
 
@@ -380,4 +427,4 @@ def load_manifest(
                 loc: tuple[str | int, ...] = ("plugins", index) if index is not None else ("plugins",)
                 problems.append(Problem(format_path(loc), line, None, source.line(loc)))
             raise ManifestError(problems, source.name) from None
-    return resolve(manifest, source, pm), pm
+    return resolve(manifest, source, pm, force), pm

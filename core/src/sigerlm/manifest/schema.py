@@ -36,25 +36,59 @@ REF_PATTERN = r"^([a-z0-9][a-z0-9_.-]*:)?[a-z0-9][a-z0-9_.-]*$"
 PLACEMENT = ("every", "layers")
 
 
-class _InputPath:
-    """Marks an option that names an input file or folder (see ``InputPath``)."""
+class _PathMark:
+    """Marks an option that names a file or folder the run reads or writes."""
+
+    def __init__(self, name: str):
+        self.name = name
 
     def __repr__(self) -> str:
-        return "InputPath"
+        return self.name
 
 
-_INPUT_PATH = _InputPath()
+_INPUT_PATH, _OUTPUT_PATH = _PathMark("InputPath"), _PathMark("OutputPath")
 #: An option that names a file or folder the run reads. ``resolve`` checks that it exists,
 #: unless it lies in the run folder (an earlier step may write it), so a typo fails first.
 InputPath = Annotated[str, _INPUT_PATH]
+#: An option that names a file or folder a step writes, relative to the run folder. ``resolve``
+#: refuses the run folder itself (or a folder holding it), a system folder, a file, and a folder
+#: outside the run folder that already holds files (unless ``--force``): nothing outside the
+#: run folder is ever replaced.
+OutputPath = Annotated[str, _OUTPUT_PATH]
+
+
+def _marked(annotation: Any, mark: _PathMark) -> bool:
+    import typing
+
+    if mark in getattr(annotation, "__metadata__", ()):
+        return True
+    return any(_marked(arg, mark) for arg in typing.get_args(annotation))
 
 
 def _is_input_path(annotation: Any) -> bool:
-    import typing
+    return _marked(annotation, _INPUT_PATH)
 
-    if _INPUT_PATH in getattr(annotation, "__metadata__", ()):
-        return True
-    return any(_is_input_path(arg) for arg in typing.get_args(annotation))
+
+def output_problems(options: BaseModel, out_dir: Path, force: bool = False) -> list[tuple[str, str]]:
+    """``(field, why)`` for every ``OutputPath`` option that may not be written."""
+    from sigerlm.io import output_problem
+
+    problems = []
+    root = out_dir.resolve()
+    for name, info in type(options).model_fields.items():
+        value = getattr(options, name)
+        if not _marked(info.annotation, _OUTPUT_PATH) or not isinstance(value, str):
+            continue
+        target = (out_dir / Path(value).expanduser()).resolve()
+        if target == root or root.is_relative_to(target):
+            problems.append(
+                (name, f"{value} is the run folder {out_dir} (or holds it): writing there replaces the run")
+            )
+        elif not target.is_relative_to(root):
+            why = output_problem(target, force)
+            if why:
+                problems.append((name, f"{value} is outside the run folder {out_dir} and {why.split(' ', 1)[1]}"))
+    return problems
 
 
 class ComponentKind:
@@ -185,7 +219,7 @@ class Manifest(BaseModel):
     plugins: list[str] | None = Field(
         None, description="Plugins to load (entry-point names); all installed ones when omitted."
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds Python, NumPy and torch (0 to 2**32 - 1).")
     out_dir: str | None = Field(None, description="Run folder; default runs/<name>.")
     model: ModelSpec | None = None
     data: dict[str, ComponentSpec] = Field(default_factory=dict, description="Datasets by split.")

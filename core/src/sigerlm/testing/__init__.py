@@ -63,7 +63,7 @@ def run_manifest_with(
     from sigerlm.manifest import load_manifest
     from sigerlm.run import execute
 
-    resolved, pm = load_manifest(manifest, [*overrides, f"out_dir={out_dir}"], pm=pm)
+    resolved, pm = load_manifest(manifest, [*overrides, f"out_dir={out_dir}"], pm=pm, force=kwargs.get("force", False))
     return execute(resolved, pm, **kwargs)
 
 

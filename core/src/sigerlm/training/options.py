@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sigerlm.manifest.schema import OutputPath
+
 
 class TrainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -33,7 +35,9 @@ class TrainOptions(BaseModel):
     )
     checkpoint_every: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    save_model: str | None = Field("model", description="Folder (in out_dir) for the final model; null: none.")
+    save_model: OutputPath | None = Field(
+        "model", description="Folder for the final model, relative to the run folder; null: none."
+    )
     autocast: Literal["none", "bf16", "fp16"] = Field("none", description="Mixed precision on CUDA.")
     device: str = Field("cpu", description="cpu or cuda (the rank's device under torchrun).")
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice.")

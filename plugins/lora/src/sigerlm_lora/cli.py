@@ -19,11 +19,10 @@ def merge(
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it already holds something.")] = False,
 ) -> None:
     """Write BASE with ADAPTER added into its weights as a plain model folder."""
-    from sigerlm.errors import SigerError
+    from sigerlm.io import check_output
     from sigerlm_lora.files import merge_and_export
 
-    if out.exists() and any(out.iterdir()) and not force:
-        raise SigerError(f"{out} already exists and is not empty: choose another --out or add --force")
+    check_output(out, force, "--out")  # never a file or a system folder; a folder with files only with --force
     folder = merge_and_export(base, adapter, out)
     typer.echo(f"merged {adapter} into {base}: {folder}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,10 +22,14 @@ def train(
         list[str] | None, typer.Option("--field", help="JSONL fields to use (default: every string field).")
     ] = None,
     min_frequency: Annotated[int, typer.Option("--min-frequency")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds files.")] = False,
 ) -> None:
     """Train a ByteLevel BPE with SigerLM's special tokens at their fixed ids."""
+    from sigerlm.io import check_output
     from sigerlm_text.corpus_text import iter_documents
     from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    check_output(out, force, "--out")  # before the work: never replaces a folder that holds files
 
     started = time.perf_counter()
     seen = {"documents": 0, "bytes": 0}
@@ -99,6 +103,30 @@ def corpus_build(
     typer.echo(f"{report['rows']} rows -> {out} (report: {out}.report.json)")
 
 
+def utf8(text: str, what: str) -> str:
+    """``text`` if it is valid UTF-8 (an argument or line with undecodable bytes holds lone
+    surrogates); else a clear error naming ``what``."""
+    from sigerlm.errors import SigerError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SigerError(f"{what} is not valid UTF-8 text (at character {exc.start})") from None
+    return text
+
+
+def read_line(stream: Any, number: int) -> str:
+    """One line of standard input; input that is not UTF-8 is a clear error."""
+    from sigerlm.errors import SigerError
+
+    try:
+        line = stream.readline()
+        line.encode("utf-8")  # undecodable bytes arrive as lone surrogates (errors="surrogateescape")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise SigerError(f"standard input, line {number}: not valid UTF-8 (at {exc.start})") from None
+    return line
+
+
 def generate_command(
     model_dir: Annotated[Path, typer.Argument(help="A model folder (config.json, model.safetensors, tokenizer).")],
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
@@ -119,6 +147,8 @@ def generate_command(
     from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
     from sigerlm_text.model import load_text_model
 
+    for text, what in [(prompt, "the prompt"), *((s, "--stop") for s in stop or [])]:
+        utf8(text, what)
     config = GenerationConfig.build(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -179,10 +209,12 @@ def chat_command(
     interactive = sys.stdin.isatty()
     if interactive:
         typer.echo(f"{model.identity} chat. /help for commands, /exit to leave.")
+    number = 0
     while True:
         if interactive:
             typer.echo("> ", nl=False)
-        line = sys.stdin.readline()
+        number += 1
+        line = read_line(sys.stdin, number)
         if not line:
             break
         line = line.strip()

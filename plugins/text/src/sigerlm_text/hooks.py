@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sigerlm import hookimpl
-from sigerlm.manifest import InputPath, component_ref
+from sigerlm.manifest import InputPath, OutputPath, component_ref
 
 #: a tokenizer component: ``{use: bpe, path: tok/}``, ``tiktoken`` or ``{use: hybrid, ...}``
 TokenizerSpec = component_ref("tokenizers")
@@ -197,14 +197,14 @@ class TrainTokenizerOptions(BaseModel):
     fields: list[str] = Field(default_factory=list, description="JSONL fields to use (default: every string field).")
     vocab_size: int = Field(8000, ge=300)
     min_frequency: int = Field(2, ge=1)
-    out: str = Field("tokenizer", description="Folder in the run folder for tokenizer.json.")
+    out: OutputPath = Field("tokenizer", description="Folder for tokenizer.json, relative to the run folder.")
 
 
 class BuildCorpusOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config: InputPath = Field(description="A dataset config (YAML or JSON), e.g. registry/datasets/quickstart.yaml.")
-    out: str = Field("corpus.jsonl", description="The corpus file, in the run folder.")
+    out: OutputPath = Field("corpus.jsonl", description="The corpus file, relative to the run folder.")
     data_dir: str | None = Field(
         None, description="Where the config's relative paths point (default: the data folder)."
     )
