@@ -15,4 +15,5 @@ fi
   -e "./plugins/lora[test]" \
   -e "./plugins/moe[test]" \
   -e "./plugins/lampung[test]" \
-  -e "./plugins/serving[test]"
+  -e "./plugins/serving[test]" \
+  -e "./plugins/timeseries[test]"
