@@ -16,4 +16,5 @@ fi
   -e "./plugins/moe[test]" \
   -e "./plugins/lampung[test]" \
   -e "./plugins/serving[test]" \
-  -e "./plugins/timeseries[test]"
+  -e "./plugins/timeseries[test]" \
+  -e "./plugins/eval[test]"

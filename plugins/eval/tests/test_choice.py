@@ -3,10 +3,10 @@ context state, batching and the step-by-step runtime path agree; templates; erro
 
 import pytest
 import torch
+
 from sigerlm_eval.choice import Item, accuracy, make_item
 from sigerlm_eval.hooks import MultipleChoiceOptions
 from sigerlm_eval.scoring import ContinuationScorer
-
 from sigerlm_text.generation import make_runtime
 from sigerlm_text.model import lm_forward
 

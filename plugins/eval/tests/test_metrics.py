@@ -3,6 +3,7 @@
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
+
 from sigerlm_eval import metrics
 from sigerlm_eval.diversity import scores
 

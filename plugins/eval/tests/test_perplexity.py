@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from sigerlm_eval.scoring import document_nll, windowed_nll
 
+from sigerlm_eval.scoring import document_nll, windowed_nll
 from sigerlm_text.model import lm_forward
 
 
@@ -102,9 +102,8 @@ def test_dataset_mode_equals_the_train_steps_validation_loss(
 
 def test_dataset_mode_works_on_a_non_text_adapter(eval_pm, tiny_config, tmp_path):
     """Modality-neutral: the test kit's random-embedding adapter with the random-tokens dataset."""
-    from sigerlm_eval.task import eval_run
-
     from sigerlm.assemble import build_model
+    from sigerlm_eval.task import eval_run
 
     torch.manual_seed(0)
     model = build_model(eval_pm, tiny_config, {"use": "random-embedding", "vocab_size": 64}).eval()

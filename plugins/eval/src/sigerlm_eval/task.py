@@ -80,9 +80,14 @@ def eval_run(plugin_manager: Any, model: Any, out_dir: Path, name: str = "eval")
 
 # -- planning -------------------------------------------------------------------------------------
 def plan(
-    plugin_manager: Any, specs: Sequence[Any], where: str, lines: Sequence[int | None] | None = None
+    plugin_manager: Any,
+    specs: Sequence[Any],
+    where: str,
+    out_dir: Path,
+    lines: Sequence[int | None] | None = None,
 ) -> list[Planned]:
-    """Find and validate every evaluator before any runs; errors name ``where`` (a file) and line."""
+    """Find and validate every evaluator before any runs; errors name ``where`` (a file) and line.
+    Input files must exist unless they lie in ``out_dir`` (an earlier step may write them)."""
     from pydantic import ValidationError
 
     from sigerlm.errors import ComponentError
@@ -112,7 +117,7 @@ def plan(
                 loc = ".".join(str(p) for p in error["loc"]) or "(options)"
                 problems.append(f"{at} ({spec['use']}): {loc}: {error['msg']}")
             continue
-        for option, path in missing_inputs(validated, Path.cwd()):
+        for option, path in missing_inputs(validated, Path(out_dir)):
             problems.append(f"{at} ({spec['use']}): {option}: {path}: file or folder not found")
         label = str(spec.get("name") or spec["use"])
         if not LABEL.match(label):
@@ -164,8 +169,8 @@ def _number(value: Any) -> float | int | None:
 # -- the evaluate step ----------------------------------------------------------------------------
 def evaluate_step(run: Any, options: Any) -> dict[str, Any]:
     where = f"manifest '{getattr(run, 'name', '?')}' evaluate step"
-    planned = plan(run.plugin_manager, options.evaluators, where)
     out_dir = Path(run.out_dir)
+    planned = plan(run.plugin_manager, options.evaluators, where, out_dir)
     results = run_planned(run, planned, out_dir / f"{options.out}.details")
     if getattr(run, "is_main", True):
         name = str(getattr(getattr(run, "model_source", None), "name", "") or getattr(run, "name", "model"))
@@ -234,11 +239,11 @@ def eval_models(
 
         plugin_manager = make_plugin_manager()
     name, specs, lines = load_task(task)
-    planned = plan(plugin_manager, specs, str(task), lines)
+    out_dir = Path(out_dir)
+    planned = plan(plugin_manager, specs, str(task), out_dir, lines)
     for folder in model_dirs:
         if not (Path(folder) / "config.json").is_file():
             raise EvalTaskError(f"{folder}: not a model folder (no config.json)")
-    out_dir = Path(out_dir)
     labels = _model_labels(model_dirs)
     results: dict[str, Any] = {}
     for folder, label in zip(model_dirs, labels, strict=True):
