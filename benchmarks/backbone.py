@@ -71,7 +71,7 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
     if impl in ("siger", "siger-plain-ce", "reference"):
         from sigerlm.model.backbone import Backbone
         from sigerlm.model.config import SigerConfig
-        from sigerlm.model.losses import linear_cross_entropy
+        from sigerlm_text.losses import linear_cross_entropy
 
         config = SigerConfig(
             d_model=d,
@@ -168,7 +168,7 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         from transformers import GPT2Config, GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
-        from sigerlm.model.losses import linear_cross_entropy
+        from sigerlm_text.losses import linear_cross_entropy
 
         hf_logging.set_verbosity_error()
         target = shape["siger_params"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from sigerlm.model.backbone import Backbone
 from sigerlm.model.config import SigerConfig
-from sigerlm.model.losses import linear_cross_entropy
+from sigerlm_text.losses import linear_cross_entropy
 
 
 def main() -> None:
