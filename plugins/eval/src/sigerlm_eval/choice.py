@@ -12,7 +12,7 @@ An item is a context and its choices (continuations). Templates turn rows into i
 
 Every context is encoded after ``<|endoftext|>`` and prefilled once; its state is shared by its
 choices (``ContinuationScorer``). Scores (lm-eval's names): ``acc`` (sum of log-probabilities),
-``acc_norm`` (divided by the choice's length in characters), ``acc_per_token``.
+``acc_norm`` (divided by the choice's length in characters, without the space before it, as lm-eval), ``acc_per_token``.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def accuracy(items: list[Item], scores: list[list[Any]]) -> dict[str, Any]:
     for item, scored in zip(items, scores, strict=True):
         picks = {
             "acc": max(range(len(scored)), key=lambda i: scored[i].logprob),
-            "acc_norm": max(range(len(scored)), key=lambda i: scored[i].logprob / len(item.choices[i])),
+            "acc_norm": max(range(len(scored)), key=lambda i: scored[i].logprob / len(item.choices[i].lstrip(" "))),
             "acc_per_token": max(range(len(scored)), key=lambda i: scored[i].logprob / scored[i].tokens),
         }
         for key, pick in picks.items():
