@@ -21,6 +21,12 @@ ColumnsOption = typer.Option(None, "--columns", help="CSV: comma-separated colum
 JsonOption = typer.Option(False, "--json", help="One JSON object per line.")
 
 
+def _fail(message: str) -> None:
+    """Print a one-line error and exit with status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _load(model_dir: Path, runtime: str) -> tuple[Any, Any]:
     from sigerlm.assemble import load_model
     from sigerlm.plugins import make_plugin_manager
@@ -28,7 +34,7 @@ def _load(model_dir: Path, runtime: str) -> tuple[Any, Any]:
     pm = make_plugin_manager()
     model = load_model(model_dir, pm)
     if getattr(getattr(model.adapter, "options", None), "channels", None) is None:
-        raise typer.BadParameter(f"{model_dir} is not a series model (adapter {model.spec.get('adapter')})")
+        _fail(f"{model_dir} is not a series model (adapter {model.spec.get('adapter')})")
     options = {}
     component = pm.get_component("runtimes", runtime)
     if component.name == "torch":  # keep chunks of the prefill on patch boundaries
@@ -49,7 +55,7 @@ def _series(file: Path, columns: str | None) -> tuple[list[Any], list[str]]:
 
 def _check_channels(model: Any, values: Any, file: Path) -> None:
     if values.shape[1] != model.adapter.channels:
-        raise typer.BadParameter(f"{file} has {values.shape[1]} channels, the model takes {model.adapter.channels}")
+        _fail(f"{file} has {values.shape[1]} channels, the model takes {model.adapter.channels}")
 
 
 @app.command()
@@ -70,7 +76,7 @@ def stream(
     model, rt = _load(model_dir, runtime)
     all_series, labels = _series(file, columns)
     if not 0 <= series < len(all_series):
-        raise typer.BadParameter(f"--series {series}: {file} has {len(all_series)} series")
+        _fail(f"--series {series}: {file} has {len(all_series)} series")
     values = torch.from_numpy(all_series[series]).float()
     _check_channels(model, values, file)
     streamer = SeriesStream(model, rt)
