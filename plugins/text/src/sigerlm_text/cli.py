@@ -127,6 +127,17 @@ def read_line(stream: Any, number: int) -> str:
     return line
 
 
+def load_generator(model_dir: Path, runtime: str, threads: int | None) -> tuple[Any, Any, Any]:
+    """The model folder's text model, a ``Generator`` on the runtime named, and the plugin manager."""
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm_text.generation import Generator, make_runtime
+    from sigerlm_text.model import load_text_model
+
+    pm = make_plugin_manager()
+    model = load_text_model(model_dir, components=pm)
+    return model, Generator(make_runtime(model, runtime, threads, pm), model.adapter.tokenizer), pm
+
+
 def generate_command(
     model_dir: Annotated[Path, typer.Argument(help="A model folder (config.json, model.safetensors, tokenizer).")],
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
@@ -143,9 +154,7 @@ def generate_command(
     runtime: Annotated[str, typer.Option("--runtime", help="A registered runtime (torch, ...).")] = "torch",
 ) -> None:
     """Continue a prompt with a trained model (cached decoding: each token costs the same)."""
-    from sigerlm.plugins import make_plugin_manager
-    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
-    from sigerlm_text.model import load_text_model
+    from sigerlm_text.generation import GenerationConfig
 
     for text, what in [(prompt, "the prompt"), *((s, "--stop") for s in stop or [])]:
         utf8(text, what)
@@ -159,9 +168,7 @@ def generate_command(
         stop=stop or [],
         hide_thought=hide_thought,
     )
-    pm = make_plugin_manager()
-    model = load_text_model(model_dir, components=pm)
-    generator = Generator(make_runtime(model, runtime, threads, pm), model.adapter.tokenizer)
+    _, generator, _ = load_generator(model_dir, runtime, threads)
     if stream:
         for delta in generator.stream(prompt, config):
             typer.echo(delta, nl=False)
@@ -187,10 +194,8 @@ def chat_command(
     import sys
 
     from sigerlm.errors import SigerError
-    from sigerlm.plugins import make_plugin_manager
     from sigerlm_text.chat_session import ChatSession, collect_commands, collect_router
-    from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
-    from sigerlm_text.model import load_text_model
+    from sigerlm_text.generation import GenerationConfig
 
     config = GenerationConfig.build(
         max_new_tokens=max_new_tokens,
@@ -200,9 +205,7 @@ def chat_command(
         repetition_penalty=repetition_penalty,
         seed=seed,
     )
-    pm = make_plugin_manager()
-    model = load_text_model(model_dir, components=pm)
-    generator = Generator(make_runtime(model, runtime, threads, pm), model.adapter.tokenizer)
+    model, generator, pm = load_generator(model_dir, runtime, threads)
     session = ChatSession(generator, system, config, max_context_tokens)
     commands = collect_commands(pm)
     session.router = collect_router(pm)  # plugins may answer plain messages (Lampung translation)
