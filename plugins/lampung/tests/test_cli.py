@@ -175,3 +175,30 @@ def test_model_fallback_from_a_model_folder(tiny_data, tmp_path):
     # an untrained model may say nothing useful: then the learned answer stays; never an empty line
     assert rows[0]["stage"] in {"model", "learned"} and rows[0]["text"]
     assert rows[1]["stage"] in {"model", "learned"}
+
+
+def test_the_lampung_translation_evaluator_gives_the_cli_s_figures(tiny_data, tmp_path):
+    """``lampung-translation`` (register_evaluators) reports what ``siger lampung eval`` reports,
+    so ``siger eval`` and the ``evaluate`` step cover Lampung too."""
+    import types
+
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.testing import add_plugin
+    from sigerlm_lampung import hooks
+
+    pm = make_plugin_manager(load="none")
+    add_plugin(pm, hooks, "lampung")
+    component = pm.get_component("evaluators", "lampung-translation")
+    run = types.SimpleNamespace(state={}, plugin_manager=pm, seed=0, out_dir=tmp_path)
+    metrics = component.build(run, options={"data_dir": str(tiny_data), "folds": 2})
+    out = runner.invoke(
+        app, ["eval", "--data-dir", str(tiny_data), "--folds", "2", "--no-router", "--out", str(tmp_path / "e.json")]
+    )
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    for direction, block in report["split"]["results"].items():
+        assert metrics[f"{direction}.chrf++"] == block["system"]["chrf++"]
+        assert metrics[f"baseline.{direction}.exact"] == block["baseline"]["exact"]
+    for direction, block in report["cross_validation"]["results"].items():
+        assert metrics[f"cv.{direction}.chrf++"] == block["system"]["chrf++"]
+    assert metrics["rows"] == report["split"]["rows"] and all(isinstance(v, (int, float)) for v in metrics.values())

@@ -384,3 +384,35 @@ def router_markdown(report: dict[str, Any]) -> str:
                 ),
             ]
     return "\n".join(lines) + "\n"
+
+
+def evaluator_metrics(run: Any, options: Any) -> dict[str, float]:
+    """The ``lampung-translation`` evaluator: ``{direction.metric: value}`` for the system and
+    its baseline (``baseline.<direction>.<metric>``), and for each cross-validation fold set."""
+    generate = None
+    if options.model_fallback:
+        from sigerlm.assemble import current_model
+        from sigerlm_lampung.service import generator_generate
+        from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
+
+        model = current_model(run)
+        runtime = make_runtime(model, options.runtime, None, run.plugin_manager)
+        config = GenerationConfig.build(max_new_tokens=64, temperature=0.0, stop=["\n"])
+        generate = generator_generate(Generator(runtime, model.adapter.tokenizer), config)
+    split = evaluate_split(options.split, options.data_dir, options.english, options.limit, options.file, generate)
+    metrics: dict[str, float] = {"rows": split["rows"]}
+    sections = [("", split["results"])]
+    if options.folds:
+        sections.append(("cv.", cross_validate(options.folds, options.seed, options.data_dir)["results"]))
+    for prefix, results in sections:
+        for direction, block in results.items():
+            for who in ("system", "baseline"):
+                for metric, value in block[who].items():
+                    if metric != "n":
+                        label = (
+                            f"{prefix}{direction}.{metric}"
+                            if who == "system"
+                            else f"{prefix}baseline.{direction}.{metric}"
+                        )
+                        metrics[label] = value
+    return metrics

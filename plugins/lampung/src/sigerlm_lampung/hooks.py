@@ -45,6 +45,35 @@ def lampung_parallel(run, options: LampungParallelOptions):
     return build(run, o.split, o.directions, o.data_dir, o.tokenizer, o.seq_len, o.batch_size, o.shuffle)
 
 
+class LampungTranslationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train", "valid"] = Field("valid", description="The split to score (system built from train).")
+    file: str | None = Field(None, description="Score this pair file instead (system built from train + valid).")
+    data_dir: str | None = Field(None, description="Data folder (default: $SIGER_DATA_DIR or ../shared/data).")
+    english: bool = Field(True, description="Also score abl<->eng where the pairs have English.")
+    folds: int = Field(0, ge=0, description="k-fold cross-validation over the human-written pairs (0: none).")
+    seed: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1, description="Score at most this many pairs.")
+    model_fallback: bool = Field(
+        False, description="Let the run's model answer low-confidence texts (the model being evaluated)."
+    )
+    runtime: str = Field("torch", description="The runtime that decodes the model fallback.")
+
+
+def lampung_translation(run, options: LampungTranslationOptions):
+    """chrF++, BLEU, exact match and coverage of the Lampung translator per direction, next to a
+    word-by-word baseline (and the model fallback when asked), as ``siger lampung eval`` scores."""
+    from sigerlm_lampung.evaluate import evaluator_metrics
+
+    return evaluator_metrics(run, options)
+
+
+@hookimpl
+def register_evaluators(register):
+    register("lampung-translation", lampung_translation, options=LampungTranslationOptions)
+
+
 @hookimpl
 def register_datasets(register):
     register("lampung-parallel", lampung_parallel, options=LampungParallelOptions)
