@@ -83,3 +83,21 @@ def test_lora_benchmark_quick(tmp_path):
     assert lora["trainable"] < full["trainable"] == full["parameters"]
     assert lora["trainable_state_mb"] < full["trainable_state_mb"]
     assert 0 < report["ratios"]["trainable_fraction"] < 1
+
+
+@pytest.mark.slow
+def test_eval_benchmark_quick_runs_siger_and_gpt2_through_the_same_scorers():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eval.py"), "--quick"], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    for model in ("siger", "gpt2"):
+        assert report[model]["stateful"]["tokens_per_s"] > 0 and report[model]["multiple_choice"]["items_per_s"] > 0
+        # the same random document: both perplexities near the vocabulary size (random weights)
+        assert 0.5 * report["vocab"] < report[model]["stateful"]["perplexity"] < 2 * report["vocab"]
+    assert set(report["siger_over_gpt2"]) == {
+        "stateful_tokens_per_s",
+        "windowed_tokens_per_s",
+        "multiple_choice_items_per_s",
+    }
