@@ -1,0 +1,259 @@
+"""sigerlm-timeseries against aeon's baselines, all in one run (results in docs/timeseries.md).
+
+Classification, on the published train/test splits of UCR/UEA datasets bundled inside aeon:
+test accuracy and training time of the SigerLM classifier (the `series` adapter trained by
+core's `train` step through a manifest) against MiniRocket and 1-nearest-neighbour DTW; mean
+accuracy and mean rank. Streaming: microseconds per sample of `step` against re-running the
+classifier on the whole prefix, at prefix lengths 100 and 1000. Forecasting: MASE on the last
+part of Airline and solar against seasonal-naive and aeon's AutoETS.
+
+    python benchmarks/timeseries.py --threads 1 --out timeseries.json
+    python benchmarks/timeseries.py --quick          # seconds: tiny training, two datasets
+
+Needs aeon (the plugin's test extra). State the CPU and thread count with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLASSIFICATION = {
+    # name: (patch, jitter)
+    "GunPoint": (1, 0.0),
+    "ArrowHead": (2, 0.0),
+    "ItalyPowerDemand": (1, 0.0),
+    "BasicMotions": (1, 0.0),
+    "JapaneseVowels": (1, 0.0),
+}
+FORECASTING = {
+    # name: (column, season, window, horizon, holdout)
+    "Airline": ("Passengers", 12, 36, 12, 24),
+    "solar": ("solar_gen", 48, 96, 48, 48),
+}
+
+
+def plugin_manager():
+    from sigerlm.testing import add_plugin, kit_plugin_manager
+    from sigerlm_timeseries import hooks
+
+    pm = kit_plugin_manager()
+    add_plugin(pm, hooks, "timeseries")
+    return pm
+
+
+def run(pm, manifest, out_dir):
+    from sigerlm.testing import run_manifest_with
+
+    return run_manifest_with(pm, manifest, out_dir, force=True).results["steps"]
+
+
+def siger_classifier(pm, name, steps, d_model, out_dir):
+    from sigerlm_timeseries.data import read_ts, ts_path
+
+    data = read_ts(ts_path(name, None, "train"))
+    patch, jitter = CLASSIFICATION[name]
+    train = {"use": "ucr", "name": name, "split": "train", "batch_size": 16, "jitter": jitter}
+    manifest = {
+        "siger": 1,
+        "name": f"bench-{name}",
+        "seed": 0,
+        "model": {
+            "profile": "tiny",
+            "config": {"d_model": d_model, "n_layers": 2, "d_state": 16},
+            "adapter": {"use": "series", "channels": data.channels, "classes": data.class_names, "patch": patch},
+        },
+        "data": {"train": train, "test": {"use": "ucr", "name": name, "split": "test", "batch_size": 128}},
+        "steps": [
+            {"use": "train", "max_steps": steps, "lr": 0.005, "warmup_steps": 20, "valid_split": None,
+             "progress": False, "plot": False, "save_model": None},
+            {"use": "series-evaluate", "split": "test"},
+        ],
+    }  # fmt: skip
+    trained, evaluated = run(pm, manifest, out_dir / name)
+    scores = evaluated["results"]
+    return {"accuracy": scores["accuracy"], "train_s": trained["seconds"], **{
+        k: v for k, v in scores.items() if k.startswith("prefix_accuracy")}}  # fmt: skip
+
+
+def aeon_arrays(name, split):
+    """(n, c, l) arrays for aeon: unequal lengths padded with each series' last value."""
+    from sigerlm_timeseries.data import read_ts, ts_path
+
+    data = read_ts(ts_path(name, None, split))
+    length = max(len(s) for s in data.series)
+    x = np.stack([np.concatenate([s, np.repeat(s[-1:], length - len(s), 0)]).T for s in data.series])
+    return x, np.array(data.labels)
+
+
+def baselines(name):
+    from aeon.classification.convolution_based import MiniRocketClassifier
+    from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
+
+    xtr, ytr = aeon_arrays(name, "train")
+    xte, yte = aeon_arrays(name, "test")
+    out = {}
+    for key, clf in (
+        ("minirocket", MiniRocketClassifier(random_state=0, n_jobs=1)),
+        ("dtw_1nn", KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1, n_jobs=1)),
+    ):
+        clf.fit(xtr[:4], ytr[:4])  # compile numba's functions first: training time, not compile time
+        start = time.perf_counter()
+        clf.fit(xtr, ytr)
+        fit_s = time.perf_counter() - start
+        acc = float((clf.predict(xte) == yte).mean())
+        out[key] = {"accuracy": acc, "train_s": fit_s, "total_s": time.perf_counter() - start}
+    return out
+
+
+def streaming(pm, d_model, lengths=(100, 1000)):
+    """Microseconds per sample: runtime.step with the state vs the full forward of the prefix."""
+    import torch
+
+    from sigerlm.assemble import build_model
+    from sigerlm.model.config import SigerConfig
+    from sigerlm_timeseries.stream import SeriesStream
+
+    config = SigerConfig.from_profile("tiny", d_model=d_model, n_layers=2, d_state=16)
+    spec = {"use": "series", "channels": 6, "classes": ["a", "b", "c", "d"], "norm": "causal"}
+    model = build_model(pm, config, spec).eval()
+    runtime = pm.get_component("runtimes", "torch").build(model)
+    values = torch.randn(max(lengths) + 50, 6)
+    stream = SeriesStream(model, runtime)
+    times = []
+    for t in range(len(values)):
+        start = time.perf_counter()
+        stream.push(values[t])
+        times.append(time.perf_counter() - start)
+    out = {}
+    for length in lengths:
+        window = times[length - 20 : length + 20]  # samples around that prefix length
+        prefix = {"values": values[None, :length]}
+        with torch.no_grad():
+            model.adapter.class_logits(prefix, model.forward_hidden(model.adapter.embed(prefix)))
+            start, rounds = time.perf_counter(), 5
+            for _ in range(rounds):
+                model.adapter.class_logits(prefix, model.forward_hidden(model.adapter.embed(prefix)))
+        out[str(length)] = {
+            "step_us": float(np.median(window) * 1e6),
+            "rerun_prefix_us": (time.perf_counter() - start) / rounds * 1e6,
+        }
+    return out
+
+
+def forecasting(pm, name, steps, d_model, out_dir):
+    from aeon.forecasting.stats import AutoETS
+
+    from sigerlm_timeseries.data import csv_path, read_csv
+    from sigerlm_timeseries.evaluate import mase
+
+    column, season, window, horizon, holdout = FORECASTING[name]
+    data = {"use": "csv", "name": name, "columns": [column], "window": window, "horizon": horizon,
+            "holdout": holdout, "batch_size": 16}  # fmt: skip
+    manifest = {
+        "siger": 1,
+        "name": f"bench-{name}",
+        "seed": 0,
+        "model": {
+            "profile": "tiny",
+            "config": {"d_model": d_model, "n_layers": 2, "d_state": 16},
+            "adapter": {"use": "series", "head": "forecast", "horizon": horizon},
+        },
+        "data": {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}},
+        "steps": [
+            {"use": "train", "max_steps": steps, "lr": 0.005, "warmup_steps": 20, "valid_split": None,
+             "progress": False, "plot": False, "save_model": None},
+            {"use": "series-evaluate", "split": "test", "season": season},
+        ],
+    }  # fmt: skip
+    trained, evaluated = run(pm, manifest, out_dir / name)
+    scores = evaluated["results"]
+    series, _ = read_csv(csv_path(name, None), [column])
+    y = series[:, 0]
+    train_end = len(y) - holdout
+    scale = np.array([np.mean(np.abs(y[season:train_end] - y[: train_end - season]))])
+    preds, truth = [], []
+    start = time.perf_counter()
+    for origin in range(train_end, len(y) - horizon + 1, horizon):
+        preds.append(AutoETS(seasonal_period=season).iterative_forecast(y[:origin], horizon))
+        truth.append(y[origin : origin + horizon])
+    ets_s = time.perf_counter() - start
+    ets = mase(np.array(preds)[..., None], np.array(truth)[..., None], scale)
+    return {
+        "siger_mase": scores["mase"],
+        "seasonal_naive_mase": scores["naive_mase"],
+        "ets_mase": ets,
+        "siger_train_s": trained["seconds"],
+        "ets_s": ets_s,
+    }
+
+
+def ranks(rows, methods):
+    """Mean rank of each method over datasets (1 = best accuracy; ties share the mean rank)."""
+    total = dict.fromkeys(methods, 0.0)
+    for row in rows.values():
+        accs = {m: row[m]["accuracy"] for m in methods}
+        for m in methods:
+            better = sum(1 for o in methods if accs[o] > accs[m])
+            ties = sum(1 for o in methods if accs[o] == accs[m])
+            total[m] += better + (ties + 1) / 2
+    return {m: total[m] / len(rows) for m in methods}
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=600, help="training steps per classifier / forecaster")
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--datasets", nargs="*", default=list(CLASSIFICATION))
+    parser.add_argument("--series", nargs="*", default=list(FORECASTING))
+    parser.add_argument("--quick", action="store_true", help="a few steps, two datasets, no forecasting baselines")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.d_model, args.datasets, args.series = 5, 16, ["ItalyPowerDemand", "BasicMotions"], []
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pm = plugin_manager()
+    report = {"cpu": cpu_name(), "threads": args.threads, "steps": args.steps, "d_model": args.d_model}
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            row = {"siger": siger_classifier(pm, name, args.steps, args.d_model, Path(tmp))}
+            row.update(baselines(name))
+            rows[name] = row
+            print(name, json.dumps(row), flush=True)
+        report["classification"] = rows
+        methods = ["siger", "minirocket", "dtw_1nn"]
+        report["mean_accuracy"] = {m: float(np.mean([r[m]["accuracy"] for r in rows.values()])) for m in methods}
+        report["mean_rank"] = ranks(rows, methods)
+        report["streaming"] = streaming(pm, args.d_model, (100, 1000) if not args.quick else (20, 60))
+        print("streaming", json.dumps(report["streaming"]), flush=True)
+        report["forecasting"] = {
+            name: forecasting(pm, name, args.steps, args.d_model, Path(tmp)) for name in args.series
+        }
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
