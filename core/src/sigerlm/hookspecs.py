@@ -148,6 +148,8 @@ def register_runtimes(register: Register) -> None:
       ``outputs`` are the adapter's outputs at the last position ``(b, ...)`` (logits);
     - ``step(inputs, state) -> (outputs, state)``: one position, tensors ``(b, ...)``, at a
       cost that does not depend on how many positions came before;
+    - ``score(inputs, state=None) -> (outputs, state)``: outputs at every position ``(b, l, ...)``
+      (evaluation; a runtime without it is scored one ``step`` at a time);
     - ``init_state(batch_size)``, ``stack_states(states) -> state`` (rows of several states in
       one batch) and ``select_rows(state, rows) -> state`` (keep the given rows).
 

@@ -40,6 +40,13 @@ class TorchRuntime:
         return self.model.adapter.head(hidden[:, -1]), state
 
     @torch.inference_mode()
+    def score(self, inputs: Mapping[str, Tensor], state: Any = None) -> tuple[Tensor, Any]:
+        """Outputs at every position ``(b, l, ...)`` and the state after the last (evaluation:
+        perplexity, the log-likelihood of continuations)."""
+        hidden, state = self.model.forward_hidden(self.model.adapter.embed(inputs), state, return_state=True)
+        return self.model.adapter.head(hidden), state
+
+    @torch.inference_mode()
     def step(self, inputs: Mapping[str, Tensor], state: Any) -> tuple[Tensor, Any]:
         """One position for every row; its cost does not depend on how many came before."""
         return self.model.step(inputs, state)

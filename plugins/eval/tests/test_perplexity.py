@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sigerlm.runtime import TorchRuntime
 from sigerlm_eval.scoring import document_nll, windowed_nll
 from sigerlm_text.model import lm_forward
 
@@ -23,17 +24,17 @@ def test_stateful_equals_a_full_forward_at_any_chunk(text_model):
     ids = torch.randint(0, text_model.adapter.vocab_size, (200,), generator=torch.Generator().manual_seed(1)).tolist()
     expected = reference_nll(text_model, ids)
     for chunk in (1, 7, 64, 1000):
-        nll, n = document_nll(text_model, ids, chunk)
+        nll, n = document_nll(TorchRuntime(text_model), ids, chunk)
         assert n == 199
         assert nll == pytest.approx(expected, rel=1e-4)
 
 
 def test_windowed_equals_stateful_when_the_window_covers_the_document(text_model):
     ids = torch.randint(0, text_model.adapter.vocab_size, (150,), generator=torch.Generator().manual_seed(2)).tolist()
-    stateful, _ = document_nll(text_model, ids, 16)
-    assert windowed_nll(text_model, ids, 150, 75)[0] == pytest.approx(stateful, rel=1e-4)
+    stateful, _ = document_nll(TorchRuntime(text_model), ids, 16)
+    assert windowed_nll(TorchRuntime(text_model), ids, 150, 75)[0] == pytest.approx(stateful, rel=1e-4)
     # shorter windows lose context: a different value, each token still scored once
-    short, n = windowed_nll(text_model, ids, 20, 10)
+    short, n = windowed_nll(TorchRuntime(text_model), ids, 20, 10)
     assert n == 149 and short != pytest.approx(stateful, rel=1e-4)
     # and equal to scoring each window by hand: window [begin, begin + 20) scores its new targets
     by_hand, done, begin = 0.0, 0, 0
@@ -157,9 +158,22 @@ def test_a_100k_token_document_in_constant_memory(text_model, monkeypatch):
         return forward(embeds, state, return_state)
 
     monkeypatch.setattr(text_model, "forward_hidden", spy)
-    short_growth, _ = _peak_rss_growth(lambda: document_nll(text_model, ids[:10_001], 1024))
-    long_growth, (nll, n) = _peak_rss_growth(lambda: document_nll(text_model, ids, 1024))
+    short_growth, _ = _peak_rss_growth(lambda: document_nll(TorchRuntime(text_model), ids[:10_001], 1024))
+    long_growth, (nll, n) = _peak_rss_growth(lambda: document_nll(TorchRuntime(text_model), ids, 1024))
     assert n == 100_000 and math.isfinite(nll)
     assert max(lengths) == 1024  # never more than a chunk at once
     # full logits would be 100k x 320 floats = 128 MB; chunks hold 1024 x 320
     assert long_growth < short_growth + 16 * 2**20, (short_growth, long_growth)
+
+
+def test_a_runtime_without_score_gives_the_same_perplexity_step_by_step(text_model, tokenizer):
+    class StepOnly:
+        def __init__(self, runtime):
+            self.prefill, self.step = runtime.prefill, runtime.step
+
+    ids = [0, *tokenizer.encode("Hujan turun sejak sore, jadi jalan menjadi basah dan licin.")]
+    runtime = TorchRuntime(text_model)
+    for chunk in (4, 1000):
+        expected, n = document_nll(runtime, ids, chunk)
+        got, m = document_nll(StepOnly(runtime), ids, chunk)
+        assert m == n and got == pytest.approx(expected, rel=1e-5)

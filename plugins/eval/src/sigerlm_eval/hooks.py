@@ -39,6 +39,7 @@ class PerplexityOptions(_Options):
     window: int | None = Field(None, ge=2, description="windowed: window length; default the model's max_seq_len.")
     stride: int | None = Field(None, ge=1, description="windowed: tokens between window starts; default window / 2.")
     limit: int | None = Field(None, ge=1, description="At most this many documents.")
+    runtime: str = Field("torch", description="The registered runtime that scores (its score, else its step).")
 
     @model_validator(mode="after")
     def _one_source(self) -> PerplexityOptions:

@@ -56,7 +56,7 @@ class SigerLMEval(LM):
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         from sigerlm_eval.scoring import document_nll
 
-        return [-document_nll(self.model, [self.first, *self._encode(r.args[0])])[0] for r in requests]
+        return [-document_nll(self.runtime, [self.first, *self._encode(r.args[0])])[0] for r in requests]
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         import torch

@@ -46,6 +46,7 @@ def evaluate(run: Any, options: Any) -> dict[str, Any]:
     model = current_model(run)
     if options.dataset is not None:
         return dataset_perplexity(run, model, options)
+    from sigerlm_eval.common import runtime_for
     from sigerlm_eval.scoring import document_nll, windowed_nll
 
     tokenizer = tokenizer_of(run, model)
@@ -54,13 +55,14 @@ def evaluate(run: Any, options: Any) -> dict[str, Any]:
     stride = options.stride or max(window // 2, 1)
     if stride > window:
         raise EvalDataError(f"perplexity: stride ({stride}) must not exceed window ({window})")
+    runtime = runtime_for(run, model, options.runtime)
     total, tokens, n_bytes, docs = 0.0, 0, 0, 0
     for _, text in documents(options.files, options.field, options.limit):
         ids = [first, *tokenizer.encode(text, allow_special=False)]
         if options.mode == "stateful":
-            nll, n = document_nll(model, ids, options.chunk)
+            nll, n = document_nll(runtime, ids, options.chunk)
         else:
-            nll, n = windowed_nll(model, ids, window, stride)
+            nll, n = windowed_nll(runtime, ids, window, stride)
         total, tokens, n_bytes, docs = total + nll, tokens + n, n_bytes + len(text.encode("utf-8")), docs + 1
     if not tokens:
         raise EvalDataError(f"perplexity: no text in {', '.join(map(str, options.files))}")

@@ -5,14 +5,13 @@ Glossary: ``b`` batch, ``l`` sequence length, ``d`` model width, ``v`` vocabular
 - ``ContinuationScorer``: contexts are prefilled through the runtime (``runtime.prefill``, one
   row at a time, so no padding enters the recurrence); each context's state is copied to its
   continuations with ``runtime.stack_states``, and the continuations are scored together from
-  those states. With the torch runtime a batch of continuations is one ``forward_hidden`` call
-  (right-padded: padding after a continuation never changes its own positions); with any other
-  runtime they go through ``runtime.step``, one position at a time.
+  those states. A batch of continuations is one ``runtime.score`` call (outputs at every
+  position; right-padded: padding after a continuation never changes its own positions); a
+  runtime without ``score`` goes through ``runtime.step``, one position at a time.
 - ``document_nll``: one document in chunks with the state carried across them (exact, memory
   bounded by a chunk whatever the length); ``windowed_nll``: fresh windows (what transformers do).
 
-Both score with the model's ``forward_hidden`` and ``adapter.head``: the runtime contract gives
-outputs at the last position only.
+Everything goes through the runtime (``prefill``, ``score``, ``step``, ``stack_states``).
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ class ContinuationScorer:
 
     def __init__(self, model: Any, runtime: Any):
         self.model, self.runtime = model, runtime
-        self.direct = getattr(runtime, "name", None) == "torch" and getattr(runtime, "model", None) is model
 
     @torch.inference_mode()
     def score(self, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[list[Scored]]:
@@ -75,11 +73,8 @@ class ContinuationScorer:
         """Logits before every continuation position: ``(b, v)`` and ids ``(b, w)`` -> ``(b, w, v)``."""
         if ids.shape[1] == 1:
             return first[:, None]
-        if self.direct:
-            model = self.model
-            embeds = model.adapter.embed({"input_ids": ids[:, :-1]})  # (b, w - 1, d)
-            hidden, _ = model.forward_hidden(embeds, state, return_state=True)
-            rest = model.adapter.head(hidden)  # (b, w - 1, v)
+        if hasattr(self.runtime, "score"):
+            rest, _ = self.runtime.score({"input_ids": ids[:, :-1]}, state)  # (b, w - 1, v)
         else:
             outs = []
             for t in range(ids.shape[1] - 1):
@@ -89,17 +84,29 @@ class ContinuationScorer:
         return torch.cat([first[:, None].to(rest.dtype), rest], dim=1)
 
 
-def _nll(model: Any, ids: Tensor, targets: Tensor, state: Any) -> tuple[float, Any]:
+def _nll(runtime: Any, ids: Tensor, targets: Tensor, state: Any) -> tuple[float, Any]:
     """Summed negative log-likelihood of ``targets`` ``(t,)`` after ``ids`` ``(l,)``, ``t <= l``
     (the last ``t`` positions are scored); returns the state after ``ids``."""
-    embeds = model.adapter.embed({"input_ids": ids[None]})  # (1, l, d)
-    hidden, state = model.forward_hidden(embeds, state, return_state=True)
-    logits = model.adapter.head(hidden[0, ids.shape[0] - targets.shape[0] :])  # (t, v)
+    if hasattr(runtime, "score"):
+        logits, state = runtime.score({"input_ids": ids[None]}, state)  # (1, l, v)
+    else:  # one position at a time through the runtime's step
+        rows = []
+        if state is None:
+            first, state = runtime.prefill({"input_ids": ids[None, :1]})
+            rows.append(first)
+        else:
+            first, state = runtime.step({"input_ids": ids[:1]}, state)
+            rows.append(first)
+        for t in range(1, ids.shape[0]):
+            out, state = runtime.step({"input_ids": ids[t : t + 1]}, state)
+            rows.append(out)
+        logits = torch.stack(rows, dim=1)  # (1, l, v)
+    logits = logits[0, ids.shape[0] - targets.shape[0] :]  # (t, v)
     return float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")), state
 
 
 @torch.inference_mode()
-def document_nll(model: Any, ids: Sequence[int] | Tensor, chunk: int = 1024) -> tuple[float, int]:
+def document_nll(runtime: Any, ids: Sequence[int] | Tensor, chunk: int = 1024) -> tuple[float, int]:
     """``(sum of -log p, tokens scored)`` of ``ids[1:]`` given everything before each, in one pass:
     ``chunk`` positions at a time with the state carried across, so memory does not grow with
     the length and nothing is encoded twice."""
@@ -108,13 +115,13 @@ def document_nll(model: Any, ids: Sequence[int] | Tensor, chunk: int = 1024) -> 
     n = ids.shape[0] - 1
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        nll, state = _nll(model, ids[start:stop], ids[start + 1 : stop + 1], state)
+        nll, state = _nll(runtime, ids[start:stop], ids[start + 1 : stop + 1], state)
         total += nll
     return total, max(n, 0)
 
 
 @torch.inference_mode()
-def windowed_nll(model: Any, ids: Sequence[int] | Tensor, window: int, stride: int) -> tuple[float, int]:
+def windowed_nll(runtime: Any, ids: Sequence[int] | Tensor, window: int, stride: int) -> tuple[float, int]:
     """``document_nll`` the way transformers score long texts: windows of ``window`` positions
     every ``stride``, each from a fresh state; a window scores only the tokens no earlier window
     scored (so each token is scored once, with up to ``window`` tokens of context)."""
@@ -125,7 +132,7 @@ def windowed_nll(model: Any, ids: Sequence[int] | Tensor, window: int, stride: i
     total, done, begin = 0.0, 0, 0
     while done < n:
         end = min(begin + window, n)  # inputs begin..end-1 predict targets begin+1..end
-        nll, _ = _nll(model, ids[begin:end], ids[done + 1 : end + 1], None)
+        nll, _ = _nll(runtime, ids[begin:end], ids[done + 1 : end + 1], None)
         total += nll
         done = end
         begin += stride
