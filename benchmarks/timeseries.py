@@ -82,22 +82,25 @@ def siger_classifier(pm, name, steps, d_model, out_dir):
         k: v for k, v in scores.items() if k.startswith("prefix_accuracy")}}  # fmt: skip
 
 
-def aeon_arrays(name, split):
-    """(n, c, l) arrays for aeon: unequal lengths padded with each series' last value."""
+def aeon_arrays(name):
+    """(n, c, l) train and test arrays for aeon: unequal lengths padded with each series' last
+    value to the longest series of both splits (MiniRocket needs one length)."""
     from sigerlm_timeseries.data import read_ts, ts_path
 
-    data = read_ts(ts_path(name, None, split))
-    length = max(len(s) for s in data.series)
-    x = np.stack([np.concatenate([s, np.repeat(s[-1:], length - len(s), 0)]).T for s in data.series])
-    return x, np.array(data.labels)
+    splits = [read_ts(ts_path(name, None, split)) for split in ("train", "test")]
+    length = max(len(s) for data in splits for s in data.series)
+    out = []
+    for data in splits:
+        x = np.stack([np.concatenate([s, np.repeat(s[-1:], length - len(s), 0)]).T for s in data.series])
+        out += [x, np.array(data.labels)]
+    return out
 
 
 def baselines(name):
     from aeon.classification.convolution_based import MiniRocketClassifier
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
-    xtr, ytr = aeon_arrays(name, "train")
-    xte, yte = aeon_arrays(name, "test")
+    xtr, ytr, xte, yte = aeon_arrays(name)
     out = {}
     for key, clf in (
         ("minirocket", MiniRocketClassifier(random_state=0, n_jobs=1)),
