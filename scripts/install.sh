@@ -17,4 +17,5 @@ fi
   -e "./plugins/lampung[test]" \
   -e "./plugins/serving[test]" \
   -e "./plugins/timeseries[test]" \
-  -e "./plugins/eval[test]"
+  -e "./plugins/eval[test]" \
+  -e "./plugins/onnx[test]"
