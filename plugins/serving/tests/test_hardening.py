@@ -248,3 +248,21 @@ def test_a_slow_request_body_gets_408(model_dir, tmp_path, serve_app):
         answer = sock.recv(4096).decode()  # the rest of the body never comes
     assert answer.startswith("HTTP/1.1 408"), answer
     assert '"code":"body_timeout"' in answer and time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/completions"])
+def test_a_vanishing_temperature_samples_greedily_instead_of_failing(client, path):
+    """Found by the OpenAI fuzz test: 0 < temperature < 1e-38 overflowed the logits (NaN
+    probabilities, a 500). Below 1e-6 it is greedy now."""
+    body = {"prompt": "Saya mau", "max_new_tokens": 6}
+    if path == "/v1/completions":
+        body = {"model": "SIGER", "prompt": "Saya mau", "max_tokens": 6}
+
+    def text(answer):
+        return answer["text"] if "text" in answer else answer["choices"][0]["text"]
+
+    greedy = text(client.post(path, json=body).json())
+    for temperature in (5e-324, 1e-300, 1e-45, 1e-7):
+        r = client.post(path, json={**body, "temperature": temperature})
+        assert r.status_code == 200, r.text
+        assert text(r.json()) == greedy

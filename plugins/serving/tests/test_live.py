@@ -140,9 +140,17 @@ def test_twenty_parallel_chat_turns_on_one_session_keep_the_history_alternating(
 
 
 def test_stop_and_send_again_stores_the_cancelled_reply_in_its_place(live_server):
-    """The web page's Stop button closes the stream; the next message must come after the
-    stopped reply, which is kept and marked cancelled (never U U A U A)."""
+    """The web page's Stop button closes the stream, and the user sends again: the next message
+    must come after the stopped reply, which is kept and marked cancelled (never U U A U A). The
+    new message is sent at once, before the stream is closed, so it reaches the server before
+    the server has even noticed the stop."""
     sid = httpx.post(live_server.url + "/v1/sessions", json={}).json()["id"]
+    answers = []
+
+    def send_again(text):
+        again = {"message": text, "session_id": sid, "max_new_tokens": 2}
+        answers.append(httpx.post(live_server.url + "/v1/chat", json=again, timeout=60).status_code)
+
     for round_ in range(3):
         body = {"message": f"cerita panjang {round_}", "session_id": sid, "max_new_tokens": 1900, "stream": True}
         with httpx.stream("POST", live_server.url + "/v1/chat", json=body, timeout=30) as r:
@@ -150,9 +158,12 @@ def test_stop_and_send_again_stores_the_cancelled_reply_in_its_place(live_server
             for line in r.iter_lines():
                 deltas += line.startswith("event: delta")
                 if deltas >= 2:
-                    break  # Stop
-        again = {"message": f"lagi {round_}", "session_id": sid, "max_new_tokens": 2}
-        assert httpx.post(live_server.url + "/v1/chat", json=again, timeout=60).status_code == 200
+                    sender = threading.Thread(target=send_again, args=(f"lagi {round_}",))
+                    sender.start()
+                    time.sleep(0.2)  # the new message is in; then Stop
+                    break
+        sender.join(60)
+    assert answers == [200, 200, 200]
     messages = httpx.get(f"{live_server.url}/v1/sessions/{sid}").json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"] * 6
     assert [m["content"] for m in messages[::2]] == [

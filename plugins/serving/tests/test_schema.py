@@ -141,38 +141,45 @@ def highest_code_point(value):
 
 def json_bodies():
     """OpenAI-shaped bodies whose strings hold anything, lone surrogates included (sent as JSON
-    escapes, as a client would), sometimes with a few bytes of the encoded body overwritten."""
+    escapes, as a client would): half of them valid in every other way (so the text reaches the
+    tokenizer), half with wild values anywhere; one in four with a few bytes of the encoded body
+    overwritten."""
     from hypothesis import strategies as st
 
     char = st.one_of(st.characters(codec=None), st.characters(categories=["Cs"]))
     text = st.text(alphabet=char, max_size=24)
-    part = st.one_of(
-        st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]) | text, "text": text | st.integers()}),
-        st.dictionaries(text, text, max_size=2),
+    wild = st.one_of(text, st.integers(), st.floats(), st.booleans(), st.none(), st.lists(text, max_size=2))
+
+    def shapes(valid: bool):
+        value = (lambda good: good) if valid else (lambda good: st.one_of(good, wild))
+        part = st.fixed_dictionaries({"type": value(st.just("text")), "text": value(text)})
+        content = value(st.one_of(text, st.lists(part, min_size=1, max_size=3)))
+        role = value(st.sampled_from(["system", "user", "assistant", "developer", "tool"]))
+        message = st.fixed_dictionaries({"role": role, "content": content})
+        common = {
+            "max_tokens": value(st.integers(1, 4)),
+            "stream": value(st.booleans()),
+            "stop": value(st.lists(text.filter(bool), max_size=2)),
+            "temperature": value(st.floats(0, 2)),
+            "seed": value(st.integers(0, 2**63 - 1)),
+            "stream_options": value(st.fixed_dictionaries({"include_usage": st.booleans()})),
+        }
+        model = value(st.just("SIGER"))
+        chat = st.fixed_dictionaries(
+            {"model": model, "messages": value(st.lists(message, min_size=1, max_size=3))}, optional=common
+        )
+        completion = st.fixed_dictionaries(
+            {"model": model, "prompt": value(st.one_of(text, st.lists(text, min_size=1, max_size=1)))},
+            optional=common,
+        )
+        return st.one_of(
+            st.tuples(st.just("/v1/chat/completions"), chat), st.tuples(st.just("/v1/completions"), completion)
+        )
+
+    damage = st.integers(0, 3).flatmap(
+        lambda k: st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=3)) if k == 0 else st.none()
     )
-    content = st.one_of(text, st.lists(part, max_size=3), st.none(), st.integers())
-    message = st.fixed_dictionaries(
-        {"role": st.sampled_from(["system", "user", "assistant", "developer", "tool"]) | text, "content": content}
-    )
-    common = {
-        "max_tokens": st.integers(1, 4) | st.integers() | text | st.none(),
-        "stream": st.booleans() | text,
-        "stop": text | st.lists(text, max_size=3),
-        "temperature": st.floats(0, 2) | st.floats(),
-        "seed": st.integers(0, 2**63 - 1),
-        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
-        "n": st.integers(0, 2),
-    }
-    model = st.sampled_from(["SIGER", "sigerlm"]) | text
-    chat = st.fixed_dictionaries({"model": model, "messages": st.lists(message, max_size=3)}, optional=common)
-    completion = st.fixed_dictionaries(
-        {"model": model, "prompt": text | st.lists(text, max_size=2) | st.integers()}, optional=common
-    )
-    body = st.one_of(
-        st.tuples(st.just("/v1/chat/completions"), chat), st.tuples(st.just("/v1/completions"), completion)
-    )
-    damage = st.none() | st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=3))
-    return st.tuples(body, damage)
+    return st.tuples(st.one_of(shapes(True), shapes(False)), damage)
 
 
 def test_openai_endpoints_with_lone_surrogates_and_broken_bytes(fresh_app):

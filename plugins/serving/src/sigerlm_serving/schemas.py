@@ -12,6 +12,14 @@ LENIENT = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)  # OpenAI
 Text = Field(min_length=1, max_length=200_000)
 
 
+#: a temperature above 0 but below this samples as greedy: dividing logits by less overflows them
+MIN_TEMPERATURE = 1e-6
+
+
+def _tiny_temperature_is_greedy(value: float | None) -> float | None:
+    return 0.0 if value is not None and 0 < value < MIN_TEMPERATURE else value
+
+
 def _lone_surrogate(value: Any, depth: int = 0) -> bool:
     """Whether a JSON value holds a string with a lone surrogate (``"\\ud800"``), which is no text."""
     if isinstance(value, str):
@@ -38,6 +46,11 @@ class Sampling(BaseModel):
     hide_thought: bool = False
     stream: bool = Field(False, description="Server-Sent Events: `delta` events, then `done` (or `error`).")
     adapter: str | None = Field(None, max_length=200, description="A LoRA adapter the server loaded (see /v1/status).")
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float | None) -> float | None:
+        return _tiny_temperature_is_greedy(value)
 
     @field_validator("stop")
     @classmethod
@@ -291,6 +304,11 @@ class OAICommon(BaseModel):
         if _lone_surrogate(data):
             raise ValueError("the request holds a lone surrogate (such as \\ud800): text must be valid Unicode")
         return data
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float | None) -> float | None:
+        return _tiny_temperature_is_greedy(value)
 
     @field_validator("stop")
     @classmethod
