@@ -302,3 +302,10 @@ def test_a_manifest_names_the_runtime_of_eval_generation(tok, tmp_path, plugin_m
     assert calls == []
     run_manifest(dict(manifest, steps=[dict(step, runtime="counting")]), out_dir=tmp_path / "run2")
     assert len(calls) >= 1
+
+
+def test_a_vanishing_temperature_decodes_greedily(random_model, tok):
+    gen = Generator(TorchRuntime(random_model), tok)
+    greedy = gen.generate("Saya mau", max_new_tokens=6)
+    tiny = gen.generate("Saya mau", max_new_tokens=6, temperature=1e-39, seed=1)
+    assert tiny.token_ids == greedy.token_ids

@@ -22,6 +22,8 @@ from torch import Tensor
 from sigerlm.errors import SigerError
 
 END_TOKENS = ("<|eos|>", "<|end_turn|>", "<|endoftext|>")
+#: temperatures below this decode greedily (dividing logits by ~1e-38 overflows to NaN)
+GREEDY_BELOW = 1e-6
 THOUGHT_BLOCK = re.compile(r"<thought>.*?(</thought>|$)", re.S)
 
 
@@ -33,7 +35,7 @@ class GenerationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0, description="0: greedy.")
+    temperature: float = Field(0.0, ge=0, description="0 (or below 1e-6): greedy.")
     top_k: int = Field(0, ge=0, description="0: no top-k filter.")
     top_p: float = Field(1.0, gt=0, le=1)
     repetition_penalty: float = Field(1.0, gt=0)
@@ -81,7 +83,7 @@ def sample(
                 logits[row, seen] = torch.where(
                     values > 0, values / config.repetition_penalty, values * config.repetition_penalty
                 )
-    if config.temperature == 0:
+    if config.temperature < GREEDY_BELOW:  # 0, or so small that logits / temperature overflows
         return logits.argmax(-1)
     logits = logits / config.temperature
     if config.top_k:
