@@ -57,7 +57,7 @@ def test_lampung_in_a_fresh_venv_with_core_and_text(tmp_path):
 
     plugins = {r["name"]: r for r in json.loads(sh([venv / "bin" / "siger", "plugins", "--json"]))}
     assert set(plugins) == {"core", "text", "lampung"}
-    assert plugins["lampung"]["components"] == {"datasets": ["lampung-parallel"]}
+    assert plugins["lampung"]["components"] == {"datasets": ["lampung-parallel"], "evaluators": ["lampung-translation"]}
 
     env = {"SIGER_DATA_DIR": str(data_dir()), "SIGER_CACHE_DIR": str(tmp_path / "cache")}
     out = sh(
