@@ -267,6 +267,8 @@ def test_the_runtime_comes_from_the_registry_by_name(random_model, tmp_path):
     assert unknown.returncode == 1 and b"unknown runtime 'onnx-nope'" in unknown.stderr
     not_utf8 = run("generate", tmp_path / "m", b"Saya \xff")
     assert not_utf8.returncode == 1 and b"argument 3 (Saya ...) is not valid UTF-8 text" in not_utf8.stderr
+    threads = run("generate", tmp_path / "m", "Saya", "--threads", "-1")
+    assert threads.returncode == 2 and b"--threads" in threads.stderr and b"Traceback" not in threads.stderr
     chat = run("chat", tmp_path / "m", "--max-new-tokens", "3", stdin=b"halo\n\xff\xfe\n")
     assert chat.returncode == 1 and b"standard input, line 2: not valid UTF-8" in chat.stderr
 

@@ -196,3 +196,26 @@ def test_train_command(tmp_path):
         [siger, "text", "tokenizer", "train", "--data", bad, "--out", tmp_path / "t2"], capture_output=True, text=True
     )
     assert out.returncode == 1 and f"{bad}:2: not valid JSON" in out.stderr
+
+
+def test_tokenizer_train_never_replaces_a_folder_that_holds_files(tmp_path, capsys):
+    from sigerlm.cli import main
+
+    def siger(*args):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            return exc.code or 0
+        return 0
+
+    (tmp_path / "data.txt").write_text("Nyak haga mengan punyeu.\nSaya mau makan ikan.\n" * 50)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    args = ["text", "tokenizer", "train", "--data", tmp_path / "data.txt", "--vocab-size", 300, "--min-frequency", 1]
+    assert siger(*args, "--out", tmp_path / "mine") == 1
+    assert "--out: " in capsys.readouterr().err and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert not (tmp_path / "mine" / "tokenizer.json").exists()
+    assert siger(*args, "--out", tmp_path / "data.txt") == 1  # a file
+    assert "is an existing file" in capsys.readouterr().err
+    assert siger(*args, "--out", tmp_path / "new") == 0 and (tmp_path / "new" / "tokenizer.json").is_file()
+    assert siger(*args, "--out", tmp_path / "mine", "--force") == 0 and (tmp_path / "mine" / "notes.txt").exists()
