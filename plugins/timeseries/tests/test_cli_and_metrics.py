@@ -65,6 +65,10 @@ def test_predict_and_stream_a_forecaster_on_a_csv(pm, tmp_path, synth, monkeypat
     path = synth.write_sinusoid_csv(tmp_path / "s.csv", 30)
     out = cli("predict", tmp_path / "model", path, "--columns", "value").splitlines()
     assert [line.split()[0] for line in out] == ["+1", "+2", "+3"]
+    last = cli("predict", tmp_path / "model", path, "--columns", "value", "--context", 12).splitlines()
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(path.read_text().splitlines()[:1] + path.read_text().splitlines()[-12:]) + "\n")
+    assert cli("predict", tmp_path / "model", cut, "--columns", "value").splitlines() == last != out
     rows = [
         json.loads(line)
         for line in cli("stream", tmp_path / "model", path, "--columns", "value", "--json").splitlines()

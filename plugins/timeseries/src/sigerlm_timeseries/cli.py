@@ -113,6 +113,9 @@ def predict(
     columns: str | None = ColumnsOption,
     runtime: str = RuntimeOption,
     as_json: bool = JsonOption,
+    context: int | None = typer.Option(
+        None, "--context", min=1, help="Use only the last N steps of each series (a forecaster's training window)."
+    ),
 ) -> None:
     """Classify every series of a file (with the accuracy when it has labels), or forecast the
     steps after a CSV series."""
@@ -125,7 +128,7 @@ def predict(
     classes = model.adapter.classes
     right = 0
     for i, (array, label) in enumerate(zip(all_series, labels, strict=True)):
-        values = torch.from_numpy(array).float()[None]
+        values = torch.from_numpy(array[-context:] if context else array).float()[None]
         _check_channels(model, values[0], file)
         out = run_predict(model, rt, values)[0]
         if classes:
