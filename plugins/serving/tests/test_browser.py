@@ -5,12 +5,21 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
+
 from sigerlm import hookimpl
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class TranslateIn(BaseModel):
@@ -27,8 +36,12 @@ class FakeLampung:
         def translate(body: TranslateIn) -> dict:
             extra = app_state.generate(body.texts[0], max_new_tokens=2)  # through the shared scheduler
             assert isinstance(extra, str)
-            return {"results": [{"translation": f"[{body.direction}] {t[::-1]}", "stage": "lookup", "confidence": 0.9}
-                                for t in body.texts]}
+            return {
+                "results": [
+                    {"translation": f"[{body.direction}] {t[::-1]}", "stage": "lookup", "confidence": 0.9}
+                    for t in body.texts
+                ]
+            }
 
 
 def build(model_dir, db, plugins=()):

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import re
 
-_IMPORTANT = re.compile(r"error|exception|traceback|fail|fatal|warn|denied|refused|timeout|panic|abort|exit code|"
-                        r"not found|invalid|\bE\d{3,}", re.I)
-_PATH = re.compile(r"(?:[A-Za-z]:\\|~?/)?(?:[\w.\-]+/)+[\w.\-]+|\b[\w\-]+\.(?:py|js|ts|json|ya?ml|toml|txt|csv|log|md|"
-                   r"c|h|cpp|rs|go|java|sh|sql|html)\b")
+_IMPORTANT = re.compile(
+    r"error|exception|traceback|fail|fatal|warn|denied|refused|timeout|panic|abort|exit code|"
+    r"not found|invalid|\bE\d{3,}",
+    re.I,
+)
+_PATH = re.compile(
+    r"(?:[A-Za-z]:\\|~?/)?(?:[\w.\-]+/)+[\w.\-]+|\b[\w\-]+\.(?:py|js|ts|json|ya?ml|toml|txt|csv|log|md|"
+    r"c|h|cpp|rs|go|java|sh|sql|html)\b"
+)
 _NUMBER = re.compile(r"\d")
 
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from sigerlm.model.block import no_weight_decay
 from sigerlm.model.checkpoint import CheckpointError
 from sigerlm.model.config import SigerConfig
-from sigerlm_text.losses import linear_cross_entropy
 from sigerlm.model.model import SigerModel
+from sigerlm_text.losses import linear_cross_entropy
 from sigerlm_text.tokenizers.base import TextTokenizer, TokenizerError
 
 IGNORE_INDEX = -100
