@@ -9,29 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from sigerlm.errors import SigerError
+from sigerlm_text.datasets import expand  # files, and the files with these suffixes inside folders
 
 END_OF_TEXT = "<|endoftext|>"
 
 
 class EvalDataError(SigerError):
     """A data file or row an evaluator cannot use; the message names the file and line."""
-
-
-def expand(files: Iterable[str | Path], suffixes: Sequence[str]) -> list[Path]:
-    """Files, and the files with these suffixes inside folders (sorted); missing paths are errors."""
-    out: list[Path] = []
-    for item in files:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
-            if not found:
-                raise EvalDataError(f"{path}: no {'/'.join(suffixes)} files in this folder")
-            out += found
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise EvalDataError(f"{path}: file or folder not found")
-    return out
 
 
 def read_rows(files: Iterable[str | Path], limit: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

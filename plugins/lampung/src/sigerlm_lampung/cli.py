@@ -274,12 +274,12 @@ def chat(
         if not model_dir.is_dir():
             _fail(f"{model_dir}: not a model folder")
         from sigerlm_text.chat_session import ChatSession
-        from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
-        from sigerlm_text.model import load_text_model
+        from sigerlm_text.cli import load_generator
+        from sigerlm_text.generation import GenerationConfig
 
-        model = load_text_model(model_dir)
+        _, generator, _ = load_generator(model_dir, "torch", None)
         session = ChatSession(
-            Generator(make_runtime(model), model.adapter.tokenizer),
+            generator,
             system,
             GenerationConfig.build(max_new_tokens=max_new_tokens, repetition_penalty=1.1),
         )

@@ -134,10 +134,12 @@ def model_generate(
     optionally with a LoRA adapter folder on top (needs sigerlm-lora), decoded by a registered
     runtime, for the fallback."""
     from sigerlm.errors import SigerError
+    from sigerlm.plugins import make_plugin_manager
     from sigerlm_text.generation import GenerationConfig, Generator, make_runtime
     from sigerlm_text.model import load_text_model
 
-    model = load_text_model(model_dir)
+    pm = make_plugin_manager()  # one manager for the model's components and the runtime
+    model = load_text_model(model_dir, components=pm)
     if adapter is not None:
         try:
             from sigerlm_lora import load_adapter
@@ -145,7 +147,7 @@ def model_generate(
             raise SigerError("--adapter needs the LoRA plugin: pip install sigerlm-lora") from exc
         load_adapter(model, adapter)
     return generator_generate(
-        Generator(make_runtime(model, runtime), model.adapter.tokenizer),
+        Generator(make_runtime(model, runtime, None, pm), model.adapter.tokenizer),
         GenerationConfig.build(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]),
     )
 
