@@ -68,11 +68,14 @@ def test_a_sinusoid_forecaster_beats_the_naive_forecast(pm, run_manifest, synth,
         {"norm": "causal", "patch": 3, "readout": "mean"},
         {"norm": "none", "readout": "mean"},
         {"norm": "causal", "head": "forecast", "horizon": 4, "patch": 2},
+        {"norm": "causal", "head": "forecast", "horizon": 5, "season": 3},
     ],
-    ids=["causal", "patch-mean", "none-mean", "forecast-patch"],
+    ids=["causal", "patch-mean", "none-mean", "forecast-patch", "forecast-season"],
 )
 def test_streaming_step_by_step_equals_the_full_forward_at_every_position(pm, options):
     model = series_model(pm, **options)
+    with torch.no_grad():  # a seasonal readout starts at zero: give it weights to stream
+        model.adapter.readout.weight.normal_()
     p = model.adapter.patch
     values = torch.randn(3, 12, 2) * 5 + 3
     values[1, 4, 0] = float("nan")  # a missing value
@@ -90,6 +93,31 @@ def test_streaming_step_by_step_equals_the_full_forward_at_every_position(pm, op
         torch.testing.assert_close(outs[end - 1], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_seasonal_forecaster_starts_as_the_seasonal_naive_forecast_and_learns_a_correction(pm):
+    from sigerlm_timeseries.evaluate import seasonal_naive
+
+    model = series_model(pm, head="forecast", horizon=5, season=3)
+    values = torch.randn(2, 20, 2) * 4 + 10
+    values[0, 17, 1] = float("nan")  # a missing value one season back: the forecast falls back to the mean
+    runtime = pm.get_component("runtimes", "torch").build(model)
+    with torch.no_grad():
+        out = predict(model, runtime, values)
+    expected = torch.from_numpy(seasonal_naive(values.numpy(), 5, 3)).float()
+    mean = values[0, :, 1].nanmean()
+    expected[0, [0, 3], 1] = mean  # steps 21 and 24 repeat step 18, which is missing
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+    # the training target is the correction: a batch whose future is the seasonal-naive forecast has zero loss
+    batch = {"values": values[1:], "target": torch.from_numpy(seasonal_naive(values[1:].numpy(), 5, 3)).float()}
+    model.adapter.options.forecast_positions = "last"
+    with torch.no_grad():
+        hidden = model.forward_hidden(model.adapter.embed(batch))
+        assert float(model.adapter.loss(batch, hidden)) < 1e-10
+        batch["target"] = batch["target"] + 1
+        assert float(model.adapter.loss(batch, hidden)) > 1e-3
+    with pytest.raises(ValueError, match="season is an option of head 'forecast'"):
+        SeriesOptions(classes=["a", "b"], season=4)
+
+
 def test_instance_normalisation_makes_classes_scale_free_and_forecasts_come_back_in_scale(pm):
     values = torch.randn(2, 20, 2)
     classify = series_model(pm)
@@ -97,6 +125,10 @@ def test_instance_normalisation_makes_classes_scale_free_and_forecasts_come_back
         a = predict(classify, pm.get_component("runtimes", "torch").build(classify), values)
         b = predict(classify, pm.get_component("runtimes", "torch").build(classify), values * 50 - 7)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the mean readout through the runtime's score equals the full forward's
+        hidden = classify.forward_hidden(classify.adapter.embed({"values": values}))
+        full = classify.adapter.class_logits({"values": values}, hidden).softmax(-1)
+    torch.testing.assert_close(a, full, rtol=1e-5, atol=1e-6)
     model = series_model(pm, head="forecast", horizon=3)
     runtime = pm.get_component("runtimes", "torch").build(model)
     small, large = predict(model, runtime, values), predict(model, runtime, values * 50 - 7)

@@ -45,6 +45,9 @@ class SeriesAdapter(nn.Module):
             self.classes = []
             outputs = options.horizon * self.channels
         self.readout = nn.Linear(d_model, outputs)
+        if getattr(options, "season", None):  # start as the seasonal-naive forecast
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
         self._aux: dict[str, Any] | None = None
 
     # -- inputs --------------------------------------------------------------------------------
@@ -126,11 +129,33 @@ class SeriesAdapter(nn.Module):
         valid = (torch.arange(n, device=logits.device)[None] < last[:, None]).to(logits.dtype)  # (b, n)
         return (logits * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
 
+    def seasonal(self, values: Tensor, mask: Tensor, loc: Tensor, scale: Tensor, ends: Tensor) -> Tensor:
+        """The seasonal-naive forecast after each step in ``ends`` ``(n,)``, in the units that
+        step normalises to: ``(b, n, h, c)``; zero (the mean) without ``season``, where the
+        history is too short, and for missing values. ``values``, ``mask``: ``(b, l, c)``."""
+        b, l, c = values.shape
+        h, season = self.options.horizon, getattr(self.options, "season", None)
+        if not season:
+            return values.new_zeros(b, len(ends), h, c)
+        back = ends[:, None] + 1 - season + torch.arange(h, device=values.device) % season  # (n, h)
+        seen = (back >= 0).to(values.dtype)[None, ..., None]  # (1, n, h, 1)
+        back = back.clamp(min=0)
+        loc_t = loc.expand(b, l, c)[:, ends, None]  # (b, n, 1, c)
+        scale_t = scale.expand(b, l, c)[:, ends, None]
+        return (values[:, back] - loc_t) / scale_t * mask[:, back] * seen
+
     def forecast(self, batch: Mapping[str, Tensor], hidden_states: Tensor) -> Tensor:
         """The next ``h`` values after the input, in the original scale ``(b, h, c)``."""
+        return self.to_original(batch, self.head(hidden_states[:, -1]))
+
+    def to_original(self, batch: Mapping[str, Tensor], out: Tensor) -> Tensor:
+        """The head's forecast after the last step of ``batch`` ``(b, h, c)``, in normalised
+        units, back in the original scale (with the seasonal-naive forecast it corrects)."""
+        values, mask = self._values(batch)
         _, _, loc, scale = self._normalised(batch)
-        pred = self.head(hidden_states[:, -1])  # (b, h, c)
-        return pred * scale[:, -1:] + loc[:, -1:]
+        last = torch.tensor([values.shape[1] - 1], device=values.device)
+        base = self.seasonal(values, mask, loc, scale, last)[:, 0]  # (b, h, c)
+        return (out + base) * scale[:, -1:] + loc[:, -1:]
 
     # -- training ------------------------------------------------------------------------------
     def loss(self, batch: Mapping[str, Tensor], hidden_states: Tensor) -> Tensor:
@@ -160,7 +185,7 @@ class SeriesAdapter(nn.Module):
         loc_t = loc.expand(b, l, c)[:, ends, None]  # (b, n, 1, c)
         scale_t = scale.expand(b, l, c)[:, ends, None]
         wanted = (future - loc_t) / scale_t
-        pred = self.head(hidden_states[:, ends // p])  # (b, n, h, c)
+        pred = self.head(hidden_states[:, ends // p]) + self.seasonal(values, mask, loc, scale, ends)  # (b, n, h, c)
         error = pred - wanted
         error = error.abs() if self.options.loss == "mae" else error.pow(2)
         return (error * future_mask).sum() / future_mask.sum().clamp(min=1)

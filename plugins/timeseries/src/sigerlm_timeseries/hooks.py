@@ -42,9 +42,17 @@ class SeriesOptions(BaseModel):
         "all", description="forecast: train every position to predict its next `horizon` steps, or only the last."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    season: int | None = Field(
+        None,
+        ge=1,
+        description="forecast: the model learns a correction to the seasonal-naive forecast (each future step's "
+        "value one season earlier), starting from it: its readout starts at zero.",
+    )
 
     @model_validator(mode="after")
     def _check_head(self) -> SeriesOptions:
+        if self.season is not None and self.head != "forecast":
+            raise ValueError("season is an option of head 'forecast'")
         if self.head == "classify":
             if len(self.classes) < 2:
                 raise ValueError("head 'classify' needs classes: a list of at least 2 class names")

@@ -12,6 +12,7 @@ causal statistics): train with ``causal`` for streaming.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ class SeriesStream:
         self.logit_sum: Tensor | None = None
         self.positions = 0
         self.samples = 0
+        self.history: deque[tuple[Tensor, Tensor]] = deque(maxlen=getattr(self.options, "season", None) or 1)
         self.last_raw: Tensor | None = None  # the head's latest outputs (logits or normalised forecast)
 
     def _stats(self, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,6 +62,7 @@ class SeriesStream:
         values = torch.where(mask > 0, values, torch.zeros_like(values))
         loc, scale = self._stats(values, mask)
         self.buffer.append((values, mask, loc, scale))
+        self.history.append((values, mask))  # the last season of samples, for a seasonal forecast
         self.samples += 1
         if len(self.buffer) < self.patch:
             return None
@@ -74,7 +77,10 @@ class SeriesStream:
                 self.logit_sum = out if self.logit_sum is None else self.logit_sum + out
                 out = self.logit_sum / self.positions
             return out.softmax(-1)  # (b, k)
-        return out * scale[:, None] + loc[:, None]  # (b, h, c), original scale
+        history, history_mask = (torch.stack(x, dim=1) for x in zip(*self.history, strict=True))  # (b, s, c)
+        last = torch.tensor([history.shape[1] - 1])
+        base = self.adapter.seasonal(history, history_mask, loc[:, None], scale[:, None], last)[:, 0]
+        return (out + base) * scale[:, None] + loc[:, None]  # (b, h, c), original scale
 
 
 def whole_series_inputs(adapter: Any, values: Tensor) -> dict[str, Tensor]:
@@ -90,14 +96,13 @@ def whole_series_inputs(adapter: Any, values: Tensor) -> dict[str, Tensor]:
 def predict(model: Any, runtime: Any, values: Tensor) -> Tensor:
     """Whole series ``(b, l, c)`` -> class probabilities ``(b, k)`` or forecasts ``(b, h, c)``
     in the original scale, through the runtime's ``prefill`` (a ``mean`` readout needs every
-    position's logits: it runs the model's full forward)."""
+    position's logits: the runtime's ``score``)."""
     adapter = model.adapter
     inputs = whole_series_inputs(adapter, values)
     if adapter.options.head == "classify" and adapter.options.readout == "mean":
-        with torch.no_grad():
-            hidden = model.forward_hidden(adapter.embed(inputs))
-            return adapter.class_logits(inputs, hidden).softmax(-1)
+        logits, _ = runtime.score(inputs)  # (b, n, k): every position of whole series
+        return torch.as_tensor(logits).mean(1).softmax(-1)
     out, _ = runtime.prefill(inputs)
     if adapter.options.head == "classify":
         return out.softmax(-1)
-    return out * inputs["scale"][:, -1:] + inputs["loc"][:, -1:]
+    return adapter.to_original(inputs, out)
