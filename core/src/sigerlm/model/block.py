@@ -10,6 +10,10 @@ convolution width.
     y = selective_scan(x, dt, A = -exp(A_log), B, C, D)
     out = out_proj(y * act(z)) -> dropout -> + hidden
 
+With ``scan: fused`` and ``activation: silu`` the conv and its SiLU are one kernel, and dt_proj's
+bias, the softplus, the scan, the ``D`` skip and the gate ``y * silu(z)`` another
+(``gated_selective_scan``), whose backward recomputes dt, y and silu(z) instead of keeping them.
+
 A block's decode state is ``(conv, ssm)``: the last ``k - 1`` inputs of the convolution
 ``(b, d_inner, k - 1)`` and the SSM state ``(b, d_inner, n)``. Neither grows with the sequence.
 """
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_state
-from sigerlm.model.scan import selective_scan
+from sigerlm.model.scan import gated_selective_scan, selective_scan
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -96,6 +100,17 @@ class SSMMixer(nn.Module):
         dt = F.softplus(self.dt_proj(dt))  # (..., d_inner)
         return dt, B, C
 
+    def _ssm_inputs_pre(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """dt_proj's output before its bias (the bias and softplus go into the fused kernel),
+        the bias, B and C. A dt_proj that is not a plain ``nn.Linear`` (a LoRA wrapper, a
+        quantized layer) or that carries hooks runs whole, and the kernel adds no bias."""
+        x_dbl = self.x_proj(x)  # (b, l, r + 2n)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        proj = self.dt_proj
+        if type(proj) is nn.Linear and not (proj._forward_hooks or proj._forward_pre_hooks):
+            return F.linear(dt, proj.weight), proj.bias, B, C  # (b, l, d_inner), (d_inner,)
+        return proj(dt), None, B, C
+
     def forward(self, hidden_states: Tensor, state: SSMState | None = None) -> tuple[Tensor, SSMState]:
         b, l, _ = hidden_states.shape
         xz = self.in_proj(hidden_states)  # (b, l, 2 * d_inner)
@@ -106,12 +121,19 @@ class SSMMixer(nn.Module):
             x = causal_conv_silu(x, self.conv1d.weight, self.conv1d.bias, conv_state)  # (b, l, d_inner)
         else:
             x = causal_conv_act(x, self.conv1d.weight, self.conv1d.bias, conv_state, self.act)  # (b, l, d_inner)
-        dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())  # (d_inner, n)
-        y, ssm_state = selective_scan(
-            x, dt, A, B, C, self.D, None if state is None else state[1], backend=self.scan
-        )  # (b, l, d_inner), (b, d_inner, n)
-        y = y * self.act(z)
+        ssm_state = None if state is None else state[1]
+        if self.fused_conv:  # softplus, scan, D skip and SiLU gate in one kernel, forward and backward
+            dt_pre, dt_bias, B, C = self._ssm_inputs_pre(x)
+            y, ssm_state = gated_selective_scan(
+                x, dt_pre, dt_bias, A, B, C, self.D, z, ssm_state, backend=self.scan
+            )  # (b, l, d_inner) gated, (b, d_inner, n)
+        else:
+            dt, B, C = self._ssm_inputs(x)
+            y, ssm_state = selective_scan(
+                x, dt, A, B, C, self.D, ssm_state, backend=self.scan
+            )  # (b, l, d_inner), (b, d_inner, n)
+            y = y * self.act(z)
         return self.out_proj(y), (new_conv_state, ssm_state)  # (b, l, d)
 
     def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> SSMState:

@@ -134,7 +134,10 @@ def load() -> Any:
         return _module
     with _lock:
         if _module is None:
-            _module = _build()
+            module = _build()
+            if hasattr(module, "build_info"):
+                log.info("SigerLM's CPU kernels: -O3 -march=native, vectorised for %s", module.build_info())
+            _module = module
     return _module
 
 

@@ -15,8 +15,17 @@ Back-ends (``SigerConfig.scan``; the choice is explicit and logged, never a sile
 - ``chunked``: the same loop in pure PyTorch, checkpointed per chunk so that training memory
   is bounded by a chunk, not by the whole ``(b, l, d, n)`` tensor; works wherever torch does;
 - ``fused``: a C++ kernel (``csrc/kernels.cpp``, see ``sigerlm.model.kernels``) compiled on
-  first use with the machine's compiler; forward and backward keep each state in cache and store it every 32
+  first use with the machine's compiler; forward and backward keep each state in cache and store it every 16
   positions. The fast default.
+
+The block calls ``gated_selective_scan``: the scan together with what surrounds it in the block,
+
+    dt = softplus(dt_pre + dt_bias);  out = selective_scan(u, dt, ...) * silu(z)
+
+whose ``fused`` back-end is one kernel in forward and one in backward: it keeps neither ``dt``,
+``y`` nor ``silu(z)`` for backward but recomputes them there, so a block keeps three fewer
+``(b, l, d)`` tensors. ``gated_selective_scan_ref`` is its definition in plain torch ops, on
+top of any of the three scans.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sigerlm.errors import SigerError
@@ -108,6 +118,91 @@ def selective_scan_fused(
         raise ScanBackendError(f"the 'fused' scan takes float32 or float64, not {u.dtype}")
     args = [t.contiguous() for t in (u, dt, A, B, C, D)]
     return _FusedScan.apply(*args, None if state is None else state.contiguous())
+
+
+class _FusedGatedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, dt_pre, dt_bias, A, B, C, D, z, state):
+        kernel = kernels.load()
+        save = any(ctx.needs_input_grad)
+        outputs = kernel.gated_scan_forward(u, dt_pre, dt_bias, A, B, C, D, z, state, save)
+        if save:
+            out, last, stored = outputs
+            # dt, y and silu(z) are recomputed in backward: only the inputs and l/16 states are kept
+            ctx.save_for_backward(u, dt_pre, dt_bias, A, B, C, D, z, stored)
+            ctx.has_state = state is not None
+        else:
+            out, last = outputs
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, dt_pre, dt_bias, A, B, C, D, z, stored = ctx.saved_tensors
+        du, ddt, dA, dB, dC, dD, dstate, dz, dbias = kernels.load().gated_scan_backward(
+            dout.contiguous(), u, dt_pre, dt_bias, A, B, C, D, z, stored, dlast
+        )
+        return (
+            du,
+            ddt,
+            dbias if dt_bias is not None else None,
+            dA,
+            dB,
+            dC,
+            dD,
+            dz,
+            dstate if ctx.has_state else None,
+        )
+
+
+def gated_selective_scan_ref(
+    u: Tensor,
+    dt_pre: Tensor,
+    dt_bias: Tensor | None,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor,
+    state: Tensor | None = None,
+    backend: str = "reference",
+) -> tuple[Tensor, Tensor]:
+    """The definition in torch ops: ``selective_scan(u, softplus(dt_pre + dt_bias), ...) * silu(z)``."""
+    dt = F.softplus(dt_pre if dt_bias is None else dt_pre + dt_bias)  # (b, l, d)
+    y, last = selective_scan(u, dt, A, B, C, D, state, backend=backend)  # (b, l, d), (b, d, n)
+    return y * F.silu(z), last
+
+
+def gated_selective_scan(
+    u: Tensor,
+    dt_pre: Tensor,
+    dt_bias: Tensor | None,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor,
+    state: Tensor | None = None,
+    backend: str = "fused",
+) -> tuple[Tensor, Tensor]:
+    """The block's scan with its surroundings: ``u``, ``dt_pre`` (dt_proj's output, before its
+    bias when ``dt_bias`` is given), ``z`` (b, l, d); ``A`` (d, n); ``B``, ``C`` (b, l, n);
+    ``D``, ``dt_bias`` (d,). Returns ``(selective_scan(u, softplus(dt_pre + dt_bias), ...) * silu(z),
+    last_state)``. The ``fused`` back-end runs it as one kernel; the others as torch ops around
+    their scan. ``z`` may be a strided view (the second half of ``in_proj``'s output)."""
+    if backend != "fused":
+        return gated_selective_scan_ref(u, dt_pre, dt_bias, A, B, C, D, z, state, backend=backend)
+    if u.shape[1] == 0:
+        raise ValueError("selective scan: the sequence is empty")
+    if u.device.type != "cpu":
+        raise ScanBackendError(f"the 'fused' scan runs on the CPU; this tensor is on {u.device}: use scan 'chunked'")
+    if u.dtype not in (torch.float32, torch.float64):
+        raise ScanBackendError(f"the 'fused' scan takes float32 or float64, not {u.dtype}")
+    if z.stride(-1) != 1:
+        z = z.contiguous()
+    args = [t.contiguous() for t in (u, dt_pre)]
+    bias = None if dt_bias is None else dt_bias.contiguous()
+    rest = [t.contiguous() for t in (A, B, C, D)]
+    return _FusedGatedScan.apply(*args, bias, *rest, z, None if state is None else state.contiguous())
 
 
 SCANS = {"reference": selective_scan_ref, "chunked": selective_scan_chunked, "fused": selective_scan_fused}

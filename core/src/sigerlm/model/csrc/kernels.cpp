@@ -21,109 +21,178 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace {
 
-constexpr int64_t DB = 128;    // channels per work item (8 AVX-512 or 16 AVX2 vectors)
+constexpr int64_t DB = 128;    // most channels per work item (8 AVX-512 or 16 AVX2 vectors)
 constexpr int64_t CHUNK = 16;  // positions between stored states
 
+// Channels per work item: DB, or fewer when b * ceil(d / DB) items would leave threads idle
+// (a batch-1 prefill of d_inner 512 is only 4 items of 128), down to 32 (4 AVX2 vectors).
+int64_t item_width(int64_t b, int64_t d) {
+  const int64_t threads = at::get_num_threads();
+  int64_t w = DB;
+  while (w > 32 && b * ((d + w - 1) / w) < 2 * threads) w /= 2;
+  return w;
+}
+
 struct Dims {
-  int64_t b, l, d, n, blocks, chunks;
+  int64_t b, l, d, n, db, blocks, chunks;
 };
 
+// softplus(v) as torch computes it (threshold 20: v itself above), and its derivative sigmoid(v)
 template <typename T>
-void forward_item(const Dims& s, int64_t bi, int64_t blk, const T* u, const T* dt, const T* At, const T* B,
-                  const T* C, const T* Dv, const T* h0, T* y, T* hlast, T* ckpt) {
-  const int64_t d0 = blk * DB, w = std::min(DB, s.d - d0), L = s.l, D = s.d, N = s.n;
-  u += bi * L * D;
-  dt += bi * L * D;
+inline void softplus_and_slope(T v, T& sp, T& sg) {
+  const T e = std::exp(std::min(v, T(20)));
+  sp = v > T(20) ? v : std::log1p(e);
+  sg = v > T(20) ? T(1) : e / (T(1) + e);
+}
+
+template <typename T>
+inline T sigmoid(T s) {
+  return T(1) / (T(1) + std::exp(-s));
+}
+
+// The tensors of one scan. Plain scan: dt is the positive step, gate == nullptr. Fused scan
+// (GATED): dt holds the pre-activation dt_proj output, the step is softplus(dt + dt_bias)
+// (dt_bias may be null), and the output is (scan + D * u) * silu(z), z a strided (b, l, d) view.
+template <typename T>
+struct ScanPtrs {
+  const T *u, *dt, *bias, *At, *B, *C, *Dv, *z;
+  int64_t zs, zbs;  // z's row and batch strides
+};
+
+// Forward over the positions of one item (db channels of sequence bi), the state in cache.
+template <typename T, bool GATED>
+void forward_item(const Dims& s, int64_t bi, int64_t blk, const ScanPtrs<T>& p, const T* h0, T* y, T* hlast,
+                  T* ckpt) {
+  const int64_t ld = s.db, d0 = blk * ld, w = std::min(ld, s.d - d0), L = s.l, D = s.d, N = s.n;
+  const T* u = p.u + bi * L * D;
+  const T* dt = p.dt + bi * L * D;
+  const T* B = p.B + bi * L * N;
+  const T* C = p.C + bi * L * N;
+  const T* z = GATED ? p.z + bi * p.zbs : nullptr;
   y += bi * L * D;
-  B += bi * L * N;
-  C += bi * L * N;
-  std::vector<T> h(N * DB, T(0));
+  std::vector<T> h(N * ld, T(0));
   if (h0 != nullptr) {
     for (int64_t j = 0; j < w; ++j)
-      for (int64_t k = 0; k < N; ++k) h[k * DB + j] = h0[(bi * D + d0 + j) * N + k];
+      for (int64_t k = 0; k < N; ++k) h[k * ld + j] = h0[(bi * D + d0 + j) * N + k];
   }
-  T du[DB], acc[DB];
+  T step[DB], du[DB], acc[DB];
   for (int64_t t = 0; t < L; ++t) {
     if (ckpt != nullptr && t % CHUNK == 0) {
       T* dst = ckpt + ((bi * s.chunks + t / CHUNK) * D + d0) * N;
       for (int64_t j = 0; j < w; ++j)
-        for (int64_t k = 0; k < N; ++k) dst[j * N + k] = h[k * DB + j];
+        for (int64_t k = 0; k < N; ++k) dst[j * N + k] = h[k * ld + j];
     }
     const T* dt_t = dt + t * D + d0;
     const T* u_t = u + t * D + d0;
+    if (GATED) {
+      const T* bias = p.bias != nullptr ? p.bias + d0 : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) {
+        const T v = dt_t[j] + (bias != nullptr ? bias[j] : T(0));
+        step[j] = v > T(20) ? v : std::log1p(std::exp(std::min(v, T(20))));
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) step[j] = dt_t[j];
+    }
 #pragma omp simd
     for (int64_t j = 0; j < w; ++j) {
-      du[j] = dt_t[j] * u_t[j];
+      du[j] = step[j] * u_t[j];
       acc[j] = T(0);
     }
     for (int64_t k = 0; k < N; ++k) {
       const T Bk = B[t * N + k], Ck = C[t * N + k];
-      const T* A_k = At + k * D + d0;
-      T* h_k = h.data() + k * DB;
+      const T* A_k = p.At + k * D + d0;
+      T* h_k = h.data() + k * ld;
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) {
-        const T a = std::exp(dt_t[j] * A_k[j]);
+        const T a = std::exp(step[j] * A_k[j]);
         const T hv = a * h_k[j] + du[j] * Bk;
         h_k[j] = hv;
         acc[j] += Ck * hv;
       }
     }
     T* y_t = y + t * D + d0;
-    const T* D_b = Dv + d0;
+    const T* D_b = p.Dv + d0;
+    if (GATED) {
+      const T* z_t = z + t * p.zs + d0;
 #pragma omp simd
-    for (int64_t j = 0; j < w; ++j) y_t[j] = acc[j] + D_b[j] * u_t[j];
+      for (int64_t j = 0; j < w; ++j) y_t[j] = (acc[j] + D_b[j] * u_t[j]) * (z_t[j] * sigmoid(z_t[j]));
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) y_t[j] = acc[j] + D_b[j] * u_t[j];
+    }
   }
   for (int64_t j = 0; j < w; ++j)
-    for (int64_t k = 0; k < N; ++k) hlast[(bi * D + d0 + j) * N + k] = h[k * DB + j];
+    for (int64_t k = 0; k < N; ++k) hlast[(bi * D + d0 + j) * N + k] = h[k * ld + j];
 }
 
+// Gradients an item writes: du, ddt (b, l, d) (GATED: of the pre-activation), dz (GATED, (b, l, d));
+// its own slices of dB, dC (blocks, b, l, n); its channels of dA (b, d, n), dD and dbias (b, d), dh0.
 template <typename T>
-void backward_item(const Dims& s, int64_t bi, int64_t blk, const T* dy, const T* u, const T* dt, const T* At,
-                   const T* B, const T* C, const T* Dv, const T* ckpt, const T* dhlast, T* du, T* ddt, T* dA_part,
-                   T* dD_part, T* dB_part, T* dC_part, T* dh0) {
-  const int64_t d0 = blk * DB, w = std::min(DB, s.d - d0), L = s.l, D = s.d, N = s.n;
+struct GradPtrs {
+  T *du, *ddt, *dz, *dA, *dD, *dbias, *dB, *dC, *dh0;
+};
+
+template <typename T, bool GATED>
+void backward_item(const Dims& s, int64_t bi, int64_t blk, const T* dy, const ScanPtrs<T>& p, const T* ckpt,
+                   const T* dhlast, const GradPtrs<T>& gp) {
+  const int64_t ld = s.db, d0 = blk * ld, w = std::min(ld, s.d - d0), L = s.l, D = s.d, N = s.n;
   const int64_t off = bi * L * D;
   dy += off;
-  u += off;
-  dt += off;
-  du += off;
-  ddt += off;
-  B += bi * L * N;
-  C += bi * L * N;
-  dB_part += (blk * s.b + bi) * L * N;  // (blocks, b, l, n): each item owns its slice
-  dC_part += (blk * s.b + bi) * L * N;
-  std::vector<T> g(N * DB, T(0)), dA(N * DB, T(0));
-  std::vector<T> H((CHUNK + 1) * N * DB), Aexp(CHUNK * N * DB);
+  const T* u = p.u + off;
+  const T* dt = p.dt + off;
+  const T* B = p.B + bi * L * N;
+  const T* C = p.C + bi * L * N;
+  const T* z = GATED ? p.z + bi * p.zbs : nullptr;
+  T* du = gp.du + off;
+  T* ddt = gp.ddt + off;
+  T* dz = GATED ? gp.dz + off : nullptr;
+  T* dB_part = gp.dB + (blk * s.b + bi) * L * N;  // (blocks, b, l, n): each item owns its slice
+  T* dC_part = gp.dC + (blk * s.b + bi) * L * N;
+  std::vector<T> g(N * ld, T(0)), dA(N * ld, T(0));
+  std::vector<T> H((CHUNK + 1) * N * ld), Aexp(CHUNK * N * ld), S(CHUNK * ld), SG(GATED ? CHUNK * ld : 0);
   if (dhlast != nullptr) {
     for (int64_t j = 0; j < w; ++j)
-      for (int64_t k = 0; k < N; ++k) g[k * DB + j] = dhlast[(bi * D + d0 + j) * N + k];
+      for (int64_t k = 0; k < N; ++k) g[k * ld + j] = dhlast[(bi * D + d0 + j) * N + k];
   }
-  T dD[DB] = {}, du_acc[DB], ddt_acc[DB], dub[DB];
+  T dD[DB] = {}, dbias[DB] = {}, du_acc[DB], ddt_acc[DB], dub[DB], gy[DB], yacc[DB];
+  const T* bias = (GATED && p.bias != nullptr) ? p.bias + d0 : nullptr;
   for (int64_t c = s.chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * CHUNK, t1 = std::min(L, t0 + CHUNK);
-    // recompute the chunk's states from the stored one
+    // recompute the chunk's steps and states from the stored state
     const T* src = ckpt + ((bi * s.chunks + c) * D + d0) * N;
     for (int64_t j = 0; j < w; ++j)
-      for (int64_t k = 0; k < N; ++k) H[k * DB + j] = src[j * N + k];
+      for (int64_t k = 0; k < N; ++k) H[k * ld + j] = src[j * N + k];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t q = t - t0;
       const T* dt_t = dt + t * D + d0;
       const T* u_t = u + t * D + d0;
+      T* st = S.data() + q * ld;
+      if (GATED) {
+        T* sg = SG.data() + q * ld;
 #pragma omp simd
-      for (int64_t j = 0; j < w; ++j) dub[j] = dt_t[j] * u_t[j];
+        for (int64_t j = 0; j < w; ++j) softplus_and_slope<T>(dt_t[j] + (bias != nullptr ? bias[j] : T(0)), st[j], sg[j]);
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) st[j] = dt_t[j];
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) dub[j] = st[j] * u_t[j];
       for (int64_t k = 0; k < N; ++k) {
         const T Bk = B[t * N + k];
-        const T* A_k = At + k * D + d0;
-        const T* hp = H.data() + (q * N + k) * DB;
-        T* hn = H.data() + ((q + 1) * N + k) * DB;
-        T* ak = Aexp.data() + (q * N + k) * DB;
+        const T* A_k = p.At + k * D + d0;
+        const T* hp = H.data() + (q * N + k) * ld;
+        T* hn = H.data() + ((q + 1) * N + k) * ld;
+        T* ak = Aexp.data() + (q * N + k) * ld;
 #pragma omp simd
         for (int64_t j = 0; j < w; ++j) {
-          const T a = std::exp(dt_t[j] * A_k[j]);
+          const T a = std::exp(st[j] * A_k[j]);
           ak[j] = a;
           hn[j] = a * hp[j] + dub[j] * Bk;
         }
@@ -133,53 +202,79 @@ void backward_item(const Dims& s, int64_t bi, int64_t blk, const T* dy, const T*
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const int64_t q = t - t0;
       const T* dy_t = dy + t * D + d0;
-      const T* dt_t = dt + t * D + d0;
+      const T* st = S.data() + q * ld;
       const T* u_t = u + t * D + d0;
-      const T* D_b = Dv + d0;
+      const T* D_b = p.Dv + d0;
+      if (GATED) {  // the gradient reaching the scan's output: dout * silu(z)
+        const T* z_t = z + t * p.zs + d0;
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) gy[j] = dy_t[j] * (z_t[j] * sigmoid(z_t[j]));
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) gy[j] = dy_t[j];
+      }
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) {
-        dD[j] += dy_t[j] * u_t[j];
-        du_acc[j] = D_b[j] * dy_t[j];
+        dD[j] += gy[j] * u_t[j];
+        du_acc[j] = D_b[j] * gy[j];
         ddt_acc[j] = T(0);
-        dub[j] = dt_t[j] * u_t[j];
+        dub[j] = st[j] * u_t[j];
+        yacc[j] = D_b[j] * u_t[j];
       }
       for (int64_t k = 0; k < N; ++k) {
         const T Bk = B[t * N + k], Ck = C[t * N + k];
-        const T* A_k = At + k * D + d0;
-        const T* hp = H.data() + (q * N + k) * DB;
-        const T* hc = H.data() + ((q + 1) * N + k) * DB;
-        const T* ak = Aexp.data() + (q * N + k) * DB;
-        T* g_k = g.data() + k * DB;
-        T* dA_k = dA.data() + k * DB;
+        const T* A_k = p.At + k * D + d0;
+        const T* hp = H.data() + (q * N + k) * ld;
+        const T* hc = H.data() + ((q + 1) * N + k) * ld;
+        const T* ak = Aexp.data() + (q * N + k) * ld;
+        T* g_k = g.data() + k * ld;
+        T* dA_k = dA.data() + k * ld;
         T dC_sum = T(0), dB_sum = T(0);
 #pragma omp simd reduction(+ : dC_sum, dB_sum)
         for (int64_t j = 0; j < w; ++j) {
-          const T gv = g_k[j] + dy_t[j] * Ck;  // dL/dh_t
-          dC_sum += dy_t[j] * hc[j];
+          const T gv = g_k[j] + gy[j] * Ck;  // dL/dh_t
+          dC_sum += gy[j] * hc[j];
           dB_sum += gv * dub[j];
-          du_acc[j] += gv * dt_t[j] * Bk;
-          const T p = gv * ak[j] * hp[j];
-          ddt_acc[j] += gv * Bk * u_t[j] + A_k[j] * p;
-          dA_k[j] += p * dt_t[j];
+          du_acc[j] += gv * st[j] * Bk;
+          const T pr = gv * ak[j] * hp[j];
+          ddt_acc[j] += gv * Bk * u_t[j] + A_k[j] * pr;
+          dA_k[j] += pr * st[j];
           g_k[j] = gv * ak[j];  // dL/dh_{t-1} through the recurrence
+          if (GATED) yacc[j] += Ck * hc[j];  // the scan's output, recomputed for the gate's gradient
         }
         dC_part[t * N + k] = dC_sum;
         dB_part[t * N + k] = dB_sum;
       }
       T* du_t = du + t * D + d0;
       T* ddt_t = ddt + t * D + d0;
+      if (GATED) {
+        const T* sg = SG.data() + q * ld;
+        const T* z_t = z + t * p.zs + d0;
+        T* dz_t = dz + t * D + d0;
 #pragma omp simd
-      for (int64_t j = 0; j < w; ++j) {
-        du_t[j] = du_acc[j];
-        ddt_t[j] = ddt_acc[j];
+        for (int64_t j = 0; j < w; ++j) {
+          du_t[j] = du_acc[j];
+          const T dv = ddt_acc[j] * sg[j];  // through the softplus
+          ddt_t[j] = dv;
+          dbias[j] += dv;
+          const T sz = sigmoid(z_t[j]);
+          dz_t[j] = dy_t[j] * yacc[j] * (sz * (T(1) + z_t[j] * (T(1) - sz)));
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) {
+          du_t[j] = du_acc[j];
+          ddt_t[j] = ddt_acc[j];
+        }
       }
     }
   }
   for (int64_t j = 0; j < w; ++j) {
-    dD_part[bi * D + d0 + j] = dD[j];
+    gp.dD[bi * D + d0 + j] = dD[j];
+    if (GATED) gp.dbias[bi * D + d0 + j] = dbias[j];
     for (int64_t k = 0; k < N; ++k) {
-      dA_part[(bi * D + d0 + j) * N + k] = dA[k * DB + j];
-      dh0[(bi * D + d0 + j) * N + k] = g[k * DB + j];
+      gp.dA[(bi * D + d0 + j) * N + k] = dA[k * ld + j];
+      gp.dh0[(bi * D + d0 + j) * N + k] = g[k * ld + j];
     }
   }
 }
@@ -190,7 +285,8 @@ Dims dims_of(const torch::Tensor& u, const torch::Tensor& B) {
   s.l = u.size(1);
   s.d = u.size(2);
   s.n = B.size(2);
-  s.blocks = (s.d + DB - 1) / DB;
+  s.db = item_width(s.b, s.d);
+  s.blocks = (s.d + s.db - 1) / s.db;
   s.chunks = std::max<int64_t>(1, (s.l + CHUNK - 1) / CHUNK);
   return s;
 }
@@ -201,35 +297,69 @@ void check(const torch::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.is_contiguous(), "selective scan: ", name, " must be contiguous");
 }
 
-// Returns y (b, l, d), the last state (b, d, n) and, when save_states, the stored states
-// (b, chunks, d, n) that backward needs.
-std::vector<torch::Tensor> scan_forward(torch::Tensor u, torch::Tensor dt, torch::Tensor A, torch::Tensor B,
-                                        torch::Tensor C, torch::Tensor Dv, c10::optional<torch::Tensor> h0,
-                                        bool save_states) {
+template <typename T>
+ScanPtrs<T> scan_ptrs(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& bias,
+                      const torch::Tensor& At, const torch::Tensor& B, const torch::Tensor& C,
+                      const torch::Tensor& Dv, const torch::Tensor& z) {
+  ScanPtrs<T> p;
+  p.u = u.data_ptr<T>();
+  p.dt = dt.data_ptr<T>();
+  p.bias = bias.defined() ? bias.data_ptr<T>() : nullptr;
+  p.At = At.data_ptr<T>();
+  p.B = B.data_ptr<T>();
+  p.C = C.data_ptr<T>();
+  p.Dv = Dv.data_ptr<T>();
+  p.z = z.defined() ? z.data_ptr<T>() : nullptr;
+  p.zs = z.defined() ? z.stride(1) : 0;
+  p.zbs = z.defined() ? z.stride(0) : 0;
+  return p;
+}
+
+torch::Tensor optional_tensor(const c10::optional<torch::Tensor>& t) {
+  return t.has_value() && t->defined() ? *t : torch::Tensor();
+}
+
+void check_inputs(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A, const torch::Tensor& B,
+                  const torch::Tensor& C, const torch::Tensor& Dv, const torch::Tensor& bias, const torch::Tensor& z) {
   check(u, "u", 3);
   check(dt, "dt", 3);
   check(A, "A", 2);
   check(B, "B", 3);
   check(C, "C", 3);
   check(Dv, "D", 1);
+  if (bias.defined()) check(bias, "dt_bias", 1);
+  if (z.defined()) {
+    TORCH_CHECK(z.dim() == 3 && z.sizes() == u.sizes() && z.stride(2) == 1,
+                "selective scan: z must be (b, l, d) like u, with contiguous channels");
+  }
+}
+
+// Returns the output (b, l, d), the last state (b, d, n) and, when save_states, the stored states
+// (b, chunks, d, n) that backward needs. With z (the fused scan): the output is gated and dt is
+// the pre-activation.
+std::vector<torch::Tensor> scan_forward_impl(torch::Tensor u, torch::Tensor dt, torch::Tensor A, torch::Tensor B,
+                                             torch::Tensor C, torch::Tensor Dv, c10::optional<torch::Tensor> h0,
+                                             bool save_states, torch::Tensor bias, torch::Tensor z) {
+  check_inputs(u, dt, A, B, C, Dv, bias, z);
   const Dims s = dims_of(u, B);
   auto At = A.t().contiguous();  // (n, d): channels contiguous for each state index
   auto y = torch::empty_like(u);
   auto hlast = torch::empty({s.b, s.d, s.n}, u.options());
   auto ckpt = save_states ? torch::empty({s.b, s.chunks, s.d, s.n}, u.options()) : torch::Tensor();
-  torch::Tensor h0c;
-  if (h0.has_value() && h0->defined()) {
-    check(*h0, "state", 3);
-    h0c = *h0;
-  }
+  torch::Tensor h0c = optional_tensor(h0);
+  if (h0c.defined()) check(h0c, "state", 3);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
+    const auto p = scan_ptrs<scalar_t>(u, dt, bias, At, B, C, Dv, z);
     const scalar_t* h0p = h0c.defined() ? h0c.data_ptr<scalar_t>() : nullptr;
     scalar_t* ck = save_states ? ckpt.data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    scalar_t* hl = hlast.data_ptr<scalar_t>();
     at::parallel_for(0, s.b * s.blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
-        forward_item<scalar_t>(s, item / s.blocks, item % s.blocks, u.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(),
-                               At.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(),
-                               Dv.data_ptr<scalar_t>(), h0p, y.data_ptr<scalar_t>(), hlast.data_ptr<scalar_t>(), ck);
+        if (z.defined())
+          forward_item<scalar_t, true>(s, item / s.blocks, item % s.blocks, p, h0p, yp, hl, ck);
+        else
+          forward_item<scalar_t, false>(s, item / s.blocks, item % s.blocks, p, h0p, yp, hl, ck);
       }
     });
   });
@@ -237,36 +367,107 @@ std::vector<torch::Tensor> scan_forward(torch::Tensor u, torch::Tensor dt, torch
   return {y, hlast};
 }
 
+std::vector<torch::Tensor> scan_backward_impl(torch::Tensor dy, torch::Tensor u, torch::Tensor dt, torch::Tensor A,
+                                              torch::Tensor B, torch::Tensor C, torch::Tensor Dv, torch::Tensor ckpt,
+                                              c10::optional<torch::Tensor> dhlast, torch::Tensor bias,
+                                              torch::Tensor z) {
+  check(dy, "grad", 3);
+  check_inputs(u, dt, A, B, C, Dv, bias, z);
+  const Dims s = dims_of(u, B);
+  const bool gated = z.defined();
+  auto At = A.t().contiguous();
+  auto du = torch::empty_like(u);
+  auto ddt = torch::empty_like(u);
+  auto dz = gated ? torch::empty_like(u) : torch::Tensor();
+  auto dA_part = torch::empty({s.b, s.d, s.n}, u.options());
+  auto dD_part = torch::empty({s.b, s.d}, u.options());
+  auto dbias_part = gated ? torch::empty({s.b, s.d}, u.options()) : torch::Tensor();
+  auto dB_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
+  auto dC_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
+  auto dh0 = torch::empty({s.b, s.d, s.n}, u.options());
+  torch::Tensor dhl = optional_tensor(dhlast);
+  if (dhl.defined()) dhl = dhl.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
+    const auto p = scan_ptrs<scalar_t>(u, dt, bias, At, B, C, Dv, z);
+    const scalar_t* dhp = dhl.defined() ? dhl.data_ptr<scalar_t>() : nullptr;
+    GradPtrs<scalar_t> gp;
+    gp.du = du.data_ptr<scalar_t>();
+    gp.ddt = ddt.data_ptr<scalar_t>();
+    gp.dz = gated ? dz.data_ptr<scalar_t>() : nullptr;
+    gp.dA = dA_part.data_ptr<scalar_t>();
+    gp.dD = dD_part.data_ptr<scalar_t>();
+    gp.dbias = gated ? dbias_part.data_ptr<scalar_t>() : nullptr;
+    gp.dB = dB_part.data_ptr<scalar_t>();
+    gp.dC = dC_part.data_ptr<scalar_t>();
+    gp.dh0 = dh0.data_ptr<scalar_t>();
+    const scalar_t* dyp = dy.data_ptr<scalar_t>();
+    const scalar_t* ck = ckpt.data_ptr<scalar_t>();
+    at::parallel_for(0, s.b * s.blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        if (gated)
+          backward_item<scalar_t, true>(s, item / s.blocks, item % s.blocks, dyp, p, ck, dhp, gp);
+        else
+          backward_item<scalar_t, false>(s, item / s.blocks, item % s.blocks, dyp, p, ck, dhp, gp);
+      }
+    });
+  });
+  std::vector<torch::Tensor> out = {du, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dD_part.sum(0), dh0};
+  if (gated) {
+    out.push_back(dz);
+    out.push_back(dbias_part.sum(0));
+  }
+  return out;
+}
+
+// The plain scan: dt is the positive step; returns y, the last state (, the stored states).
+std::vector<torch::Tensor> scan_forward(torch::Tensor u, torch::Tensor dt, torch::Tensor A, torch::Tensor B,
+                                        torch::Tensor C, torch::Tensor Dv, c10::optional<torch::Tensor> h0,
+                                        bool save_states) {
+  return scan_forward_impl(u, dt, A, B, C, Dv, h0, save_states, torch::Tensor(), torch::Tensor());
+}
+
 // Returns du, ddt (b, l, d), dA (d, n), dB, dC (b, l, n), dD (d), dh0 (b, d, n).
 std::vector<torch::Tensor> scan_backward(torch::Tensor dy, torch::Tensor u, torch::Tensor dt, torch::Tensor A,
                                          torch::Tensor B, torch::Tensor C, torch::Tensor Dv, torch::Tensor ckpt,
                                          c10::optional<torch::Tensor> dhlast) {
-  check(dy, "grad", 3);
-  const Dims s = dims_of(u, B);
-  auto At = A.t().contiguous();
-  auto du = torch::empty_like(u);
-  auto ddt = torch::empty_like(u);
-  auto dA_part = torch::empty({s.b, s.d, s.n}, u.options());
-  auto dD_part = torch::empty({s.b, s.d}, u.options());
-  auto dB_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
-  auto dC_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
-  auto dh0 = torch::empty({s.b, s.d, s.n}, u.options());
-  torch::Tensor dhl;
-  if (dhlast.has_value() && dhlast->defined()) dhl = dhlast->contiguous();
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
-    const scalar_t* dhp = dhl.defined() ? dhl.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, s.b * s.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        backward_item<scalar_t>(s, item / s.blocks, item % s.blocks, dy.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                                dt.data_ptr<scalar_t>(), At.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(),
-                                C.data_ptr<scalar_t>(), Dv.data_ptr<scalar_t>(), ckpt.data_ptr<scalar_t>(), dhp,
-                                du.data_ptr<scalar_t>(), ddt.data_ptr<scalar_t>(), dA_part.data_ptr<scalar_t>(),
-                                dD_part.data_ptr<scalar_t>(), dB_part.data_ptr<scalar_t>(),
-                                dC_part.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>());
-      }
-    });
-  });
-  return {du, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dD_part.sum(0), dh0};
+  return scan_backward_impl(dy, u, dt, A, B, C, Dv, ckpt, dhlast, torch::Tensor(), torch::Tensor());
+}
+
+// The fused scan: out = (scan(u, softplus(dt + dt_bias), A, B, C) + D * u) * silu(z).
+std::vector<torch::Tensor> gated_scan_forward(torch::Tensor u, torch::Tensor dt, c10::optional<torch::Tensor> dt_bias,
+                                              torch::Tensor A, torch::Tensor B, torch::Tensor C, torch::Tensor Dv,
+                                              torch::Tensor z, c10::optional<torch::Tensor> h0, bool save_states) {
+  return scan_forward_impl(u, dt, A, B, C, Dv, h0, save_states, optional_tensor(dt_bias), z);
+}
+
+// Returns du, ddt (of the pre-activation), dA, dB, dC, dD, dh0, dz (b, l, d), ddt_bias (d).
+std::vector<torch::Tensor> gated_scan_backward(torch::Tensor dout, torch::Tensor u, torch::Tensor dt,
+                                               c10::optional<torch::Tensor> dt_bias, torch::Tensor A, torch::Tensor B,
+                                               torch::Tensor C, torch::Tensor Dv, torch::Tensor z, torch::Tensor ckpt,
+                                               c10::optional<torch::Tensor> dhlast) {
+  return scan_backward_impl(dout, u, dt, A, B, C, Dv, ckpt, dhlast, optional_tensor(dt_bias), z);
+}
+
+// How the kernels were built: the vector extensions the compiler targeted and the thread count.
+std::string build_info() {
+  std::string isa;
+#if defined(__AVX512F__)
+  isa = "avx512f";
+#elif defined(__AVX2__)
+  isa = "avx2";
+#elif defined(__AVX__)
+  isa = "avx";
+#elif defined(__SSE4_2__)
+  isa = "sse4.2";
+#elif defined(__ARM_NEON)
+  isa = "neon";
+#else
+  isa = "scalar";
+#endif
+#if defined(__FMA__)
+  isa += "+fma";
+#endif
+  return isa + ", " + std::to_string(at::get_num_threads()) + " threads (at::parallel_for)";
 }
 
 // Causal depthwise convolution + SiLU, in the (b, l, d) layout the projections produce, so no
@@ -274,11 +475,6 @@ std::vector<torch::Tensor> scan_backward(torch::Tensor dy, torch::Tensor u, torc
 //   s[t, j] = bias[j] + sum_k w[j, k] * x[t - (K - 1) + k, j]    (positions before 0 come from
 //   out[t, j] = silu(s[t, j])                                     the state (b, d, K - 1) or are 0)
 // x may be a strided view (row stride xs, batch stride xbs), as a chunk of in_proj's output is.
-template <typename T>
-inline T sigmoid(T s) {
-  return T(1) / (T(1) + std::exp(-s));
-}
-
 template <typename T>
 void conv_pre(const T* x, int64_t xs, const T* state, const T* wT, const T* bias, int64_t t, int64_t K, int64_t D,
               int64_t d0, int64_t w, T* acc) {
@@ -305,13 +501,13 @@ torch::Tensor conv_silu_forward(torch::Tensor x, torch::Tensor weight, torch::Te
   auto out = torch::empty({b, L, D}, x.options());
   torch::Tensor st;
   if (state.has_value() && state->defined()) st = state->contiguous();
-  const int64_t blocks = (D + DB - 1) / DB;
+  const int64_t cw = item_width(b, D), blocks = (D + cw - 1) / cw;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_forward", [&] {
     const scalar_t* sp = st.defined() ? st.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, b * blocks, 1, [&](int64_t begin, int64_t end) {
       scalar_t acc[DB];
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t bi = item / blocks, d0 = (item % blocks) * DB, w = std::min(DB, D - d0);
+        const int64_t bi = item / blocks, d0 = (item % blocks) * cw, w = std::min(cw, D - d0);
         const scalar_t* xb = x.data_ptr<scalar_t>() + bi * x.stride(0);
         const scalar_t* sb = sp != nullptr ? sp + bi * D * (K - 1) : nullptr;
         scalar_t* ob = out.data_ptr<scalar_t>() + bi * L * D;
@@ -341,13 +537,13 @@ std::vector<torch::Tensor> conv_silu_backward(torch::Tensor dout, torch::Tensor 
   auto dstate = torch::zeros({b, D, std::max<int64_t>(K - 1, 0)}, x.options());
   torch::Tensor st;
   if (state.has_value() && state->defined()) st = state->contiguous();
-  const int64_t blocks = (D + DB - 1) / DB;
+  const int64_t cw = item_width(b, D), blocks = (D + cw - 1) / cw;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_silu_backward", [&] {
     const scalar_t* sp = st.defined() ? st.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, b * blocks, 1, [&](int64_t begin, int64_t end) {
       scalar_t acc[DB];
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t bi = item / blocks, d0 = (item % blocks) * DB, w = std::min(DB, D - d0);
+        const int64_t bi = item / blocks, d0 = (item % blocks) * cw, w = std::min(cw, D - d0);
         const scalar_t* xb = x.data_ptr<scalar_t>() + bi * x.stride(0);
         const int64_t xs = x.stride(1);
         const scalar_t* sb = sp != nullptr ? sp + bi * D * (K - 1) : nullptr;
@@ -461,6 +657,9 @@ torch::Tensor cross_entropy_(torch::Tensor logits, torch::Tensor targets, int64_
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_forward", &scan_forward, "selective scan forward (CPU)");
   m.def("scan_backward", &scan_backward, "selective scan backward (CPU)");
+  m.def("gated_scan_forward", &gated_scan_forward, "fused softplus + selective scan + D skip + SiLU gate forward (CPU)");
+  m.def("gated_scan_backward", &gated_scan_backward, "fused softplus + selective scan + D skip + SiLU gate backward (CPU)");
+  m.def("build_info", &build_info, "the vector extensions the kernels were compiled for, and the threads");
   m.def("conv_silu_forward", &conv_silu_forward, "causal depthwise conv + SiLU forward (CPU)");
   m.def("conv_silu_backward", &conv_silu_backward, "causal depthwise conv + SiLU backward (CPU)");
   m.def("cross_entropy_", &cross_entropy_, "row-wise softmax cross-entropy, gradient in place (CPU)");
