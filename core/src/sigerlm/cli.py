@@ -1,7 +1,7 @@
 """The ``siger`` command line.
 
-Core commands: ``run``, ``validate``, ``plugins``, ``manifest-schema``. Plugins add theirs
-through the ``register_commands(cli)`` hook, under their own name (``siger lampung ...``).
+Core commands: ``run``, ``validate``, ``plugins``, ``manifest-schema``, ``export`` (registered exporters).
+Plugins add theirs through ``register_commands(cli)``, under their own name (``siger lampung ...``).
 A plugin that fails to load is reported and left out; it never breaks ``siger --help``.
 """
 
@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from sigerlm import __version__
-from sigerlm.errors import SigerError
+from sigerlm.assemble import load_model
+from sigerlm.errors import SigerError, closest
+from sigerlm.io import check_output
 from sigerlm.plugins import SigerPluginManager, make_plugin_manager
 
+HELP = ("-h", "--help")
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a manifest value: key.path=value (YAML value), repeatable."),
@@ -135,6 +139,52 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
             from sigerlm.io import atomic_write
 
             atomic_write(out, text)
+
+    @app.command("export", add_help_option=False, context_settings={"ignore_unknown_options": True})
+    def export_command(args: Annotated[list[str] | None, typer.Argument(help="NAME MODEL_DIR --out PATH ...")] = None):
+        """Export a model folder: NAME MODEL_DIR --out PATH [--force] [--OPTION VALUE ...] (--help: the exporters)."""
+        manager, words = pm if pm is not None else make_plugin_manager(), [a for a in args or [] if a not in HELP]
+        if not words or words[0].startswith("-"):
+            typer.echo("siger export NAME MODEL_DIR --out PATH [--force] [--OPTION VALUE ...]\nexporters:")
+            typer.echo(
+                "\n".join(f"  {c.name:<8} {c.description} ({c.plugin})" for c in manager.components["exporters"])
+            )
+            raise typer.Exit(0 if set(HELP) & set(args or []) else 2)
+        exporter = manager.get_component("exporters", words.pop(0))
+        fields, where, given, positional = exporter.options.model_fields, f"exporter '{exporter.name}'", {}, []
+        if set(HELP) & set(args or []):
+            typer.echo(f"siger export {exporter.name} MODEL_DIR --out PATH [--force]: {exporter.description}")
+            for key, f in fields.items():
+                kind = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation)
+                default = "required" if f.is_required() else f"default {f.default!r}"
+                typer.echo(f"  --{key.replace('_', '-'):<16} {kind} ({default}) {f.description or ''}")
+            return
+        while words:
+            key, eq, value = (word := words.pop(0)).removeprefix("--").partition("=")
+            name, bools = key.replace("-", "_"), {n for n, f in fields.items() if f.annotation is bool} | {"force"}
+            if not word.startswith("--"):
+                positional.append(word)
+            elif name in bools or name.startswith("no_") and name[3:] in bools:
+                given[name.removeprefix("no_")] = name in bools if not eq else value
+            elif name not in fields and name != "out":
+                hint = closest(name, fields)
+                raise SigerError(f"{where} has no option --{key}" + (f"; did you mean --{hint}?" if hint else ""))
+            elif not (eq or words):
+                raise SigerError(f"{where}: --{key} needs a value")
+            else:
+                given[name] = value if eq else words.pop(0)
+        force, out = given.pop("force", False), given.pop("out", None)
+        if len(positional) != 1 or out is None:
+            raise SigerError(f"usage: siger export {exporter.name} MODEL_DIR --out PATH (see -h for its options)")
+        try:
+            options = exporter.validate(given)
+        except ValidationError as exc:
+            loc, msg = str(exc.errors()[0]["loc"][0]).replace("_", "-"), exc.errors()[0]["msg"]
+            raise SigerError(f"{where}: --{loc}: {msg}") from None
+        target = check_output(out, force, "--out")
+        _setup_logging()
+        path = exporter.build(load_model(positional[0], manager), target, options=options)
+        typer.echo(f"exported {positional[0]} -> {path} ({exporter.qualified_name})")
 
     if pm is not None:
         _add_plugin_commands(app, pm)

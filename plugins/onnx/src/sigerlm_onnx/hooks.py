@@ -1,6 +1,6 @@
-"""Hook implementations of sigerlm-onnx: the ``onnx`` exporter, the ``onnxruntime`` runtime,
-the ``onnx-export`` step and ``siger export onnx``. Light: onnx, onnxruntime and torch are
-imported inside the factories."""
+"""Hook implementations of sigerlm-onnx: the ``onnx`` exporter (``siger export onnx``, through
+core's generic export command), the ``onnxruntime`` runtime and the ``onnx-export`` step.
+Light: onnx, onnxruntime and torch are imported inside the factories."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sigerlm import hookimpl
 class ExportOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantize: Literal["none", "int8", "int4"] = "none"
+    quantize: Literal["none", "int8", "int4"] = Field("none", description="Weight quantization of the graphs.")
     opset: int = Field(17, ge=14, le=21, description="ONNX opset of the exported graph.")
     block_size: int = Field(32, ge=16, description="INT4: weights per quantization block (a power of 2).")
     accuracy_level: int = Field(4, ge=0, le=4, description="INT4: MatMulNBits accuracy_level (4: int8 compute).")
@@ -52,19 +52,16 @@ def register_steps(register):
     register("onnx-export", export_step, options=ExportStepOptions, description="Export the run's model to ONNX.")
 
 
-@hookimpl
-def register_commands(cli):
-    from sigerlm_onnx.cli import app
-
-    cli.add_typer(app, name="export")
-
-
 def build_exporter(model, out_dir, options: ExportOptions):
     from pathlib import Path
 
     from sigerlm_onnx.export import export_folder
 
-    return export_folder(model, Path(out_dir), options)
+    path = export_folder(model, Path(out_dir), options)
+    report = Path(path) / "parity.json"
+    if report.is_file():  # what `siger export onnx` prints after the export
+        print(f"parity: {report.read_text(encoding='utf-8').strip()}")
+    return path
 
 
 def build_runtime(model, options: RuntimeOptions):
