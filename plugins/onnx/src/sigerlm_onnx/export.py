@@ -27,7 +27,7 @@ def export_folder(model: Any, out: Path, options: Any, plugins: dict[str, str] |
     import onnx
     import onnxruntime
 
-    from sigerlm_onnx.graphs import build_prefill, export_graphs, state_layout
+    from sigerlm_onnx.graphs import build_prefill, export_graphs, input_name, is_text, output_name, state_layout
     from sigerlm_onnx.quantize import int8_reduce_range, quantize_int4, quantize_int8
 
     out = Path(out)
@@ -72,7 +72,15 @@ def export_folder(model: Any, out: Path, options: Any, plugins: dict[str, str] |
         },
         "n_layers": len(model.backbone.layers),
         "state_layout": [list(s) for s in state_layout(model)],
-        "inputs": "input_ids (b, l) + state_j (n_layers, b, ...) -> logits (b, v) at the last position + new_state_j",
+        "adapter": _adapter_use(model),
+        "inputs": (
+            "input_ids (b, l) + state_j (n_layers, b, ...) -> logits (b, v) at the last position + new_state_j"
+            if is_text(model)
+            else "inputs_embeds (b, l, d) (the adapter's embed, run in torch by the runtime) + state_j "
+            "(n_layers, b, ...) -> outputs (the adapter's head) at the last position + new_state_j"
+        ),
+        "input": input_name(model),
+        "output": output_name(model),
     }
     config_file = out / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -86,6 +94,11 @@ def export_folder(model: Any, out: Path, options: Any, plugins: dict[str, str] |
     return out
 
 
+def _adapter_use(model: Any) -> str | None:
+    spec = (getattr(model, "spec", None) or {}).get("adapter")
+    return spec.get("use") if isinstance(spec, dict) else spec
+
+
 def parity(model: Any, folder: Path, options: Any) -> dict[str, Any]:
     """onnxruntime against torch on the export: chained decode steps at batch 1 and 3 (logit
     error relative to the logit scale, greedy tokens), and over ``parity_positions`` positions of
@@ -94,11 +107,14 @@ def parity(model: Any, folder: Path, options: Any) -> dict[str, Any]:
     import torch
 
     from sigerlm.runtime import TorchRuntime
+    from sigerlm_onnx.graphs import is_text
     from sigerlm_onnx.runtime import OnnxRuntime
 
     torch_rt = TorchRuntime(model, threads=None)
     onnx_rt = OnnxRuntime(model, threads=options.threads, folder=folder)
     report: dict[str, Any] = {"quantization": options.quantize, "steps": options.parity_steps}
+    if not is_text(model):
+        return report | embeds_parity(model, onnx_rt, options)
     generator = torch.Generator().manual_seed(0)
     for batch in (1, 3):
         prompt = torch.randint(0, model.adapter.vocab_size, (batch, 5), generator=generator)
@@ -126,6 +142,44 @@ def parity(model: Any, folder: Path, options: Any) -> dict[str, Any]:
     report["perplexity_onnx"] = ppl(got_logits)
     report["perplexity_ratio"] = report["perplexity_onnx"] / report["perplexity_torch"]
     log.info("parity: %s", {k: v for k, v in report.items() if not isinstance(v, (dict, list))})
+    return report
+
+
+def embeds_parity(model: Any, onnx_rt: Any, options: Any) -> dict[str, Any]:
+    """A graph that takes ``inputs_embeds``: the same seeded random embeddings through torch
+    (backbone + the adapter's head) and the graph, chained steps at batch 1 and 3 after a prefill
+    of 5 positions, then a prefill of ``parity_positions`` positions."""
+    import torch
+
+    report: dict[str, Any] = {"inputs": "seeded random inputs_embeds (the adapter's embed runs in torch)"}
+    generator = torch.Generator().manual_seed(0)
+    d = model.config.d_model
+
+    def rel(got: Any, ref: Any) -> float:
+        return float((got - ref).abs().max()) / max(float(ref.abs().max()), 1e-12)
+
+    with torch.inference_mode():
+        for batch in (1, 3):
+            x = torch.randn(batch, 5, d, generator=generator)
+            hidden, ref_state = model.forward_hidden(x, None, return_state=True)
+            ref = model.adapter.head(hidden[:, -1])
+            got, got_state = onnx_rt._run(x, None)
+            worst, same = rel(got, ref), bool((got.flatten(1).argmax(-1) == ref.flatten(1).argmax(-1)).all())
+            for _ in range(options.parity_steps):
+                x = torch.randn(batch, d, generator=generator)
+                hidden, ref_state = model.backbone.step(x, ref_state)
+                ref = model.adapter.head(hidden)
+                got, got_state = onnx_rt._run(x[:, None], got_state)
+                worst = max(worst, rel(got, ref))
+                same = same and bool((got.flatten(1).argmax(-1) == ref.flatten(1).argmax(-1)).all())
+            report[f"batch{batch}_max_rel_output_error"] = worst
+            report[f"batch{batch}_argmax_identical"] = same
+        x = torch.randn(1, options.parity_positions, d, generator=generator)
+        ref = model.adapter.head(model.forward_hidden(x)[:, -1])
+        got, _ = onnx_rt._run(x, None)
+        report["positions"] = options.parity_positions
+        report["prefill_max_rel_output_error"] = rel(got, ref)
+    log.info("parity: %s", report)
     return report
 
 

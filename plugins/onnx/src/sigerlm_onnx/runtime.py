@@ -7,6 +7,11 @@ usual and this runtime finds the graph through ``model.source``. One graph serve
 ``prefill`` (``input_ids (b, l)``) and ``step`` (the same graph at ``l = 1``; see
 ``sigerlm_onnx.graphs``). The state is a tuple of numpy arrays ``(L, b, ...)``, one per leaf
 of a layer's state; outputs are torch tensors, as the generators expect.
+
+A text model's graph takes ``input_ids``. Any other adapter's graph takes ``inputs_embeds``:
+the runtime calls the adapter's ``embed`` (torch) on the inputs it is given (a time series'
+values, mask and normalisation statistics) and the graph runs the backbone and the adapter's
+head, so ``prefill``, ``step`` and ``score`` take and return what the torch runtime does.
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ class OnnxRuntime:
             raise OnnxRuntimeError(f"{path}: onnxruntime {ort.__version__} cannot load it: {message}") from None
         self.threads = threads or int(options.intra_op_num_threads) or _cpu_count()
         self.state_names = [i.name for i in self.session.get_inputs() if i.name.startswith("state_")]
+        self.input_name = self.session.get_inputs()[0].name  # input_ids or inputs_embeds
         self.layout = [tuple(shape) for shape in meta["state_layout"]]
         self.n_layers = int(meta["n_layers"])
         log.info(
@@ -159,34 +165,50 @@ class OnnxRuntime:
     def init_state(self, batch_size: int) -> tuple[Any, ...]:
         return tuple(self.np.zeros((self.n_layers, batch_size, *shape), self.np.float32) for shape in self.layout)
 
-    def _run(self, ids: Any, state: Any) -> tuple[Any, tuple[Any, ...]]:
+    def _run(self, inputs: Any, state: Any) -> tuple[Any, tuple[Any, ...]]:
+        """One graph call: ``input_ids (b, l)`` or ``inputs_embeds (b, l, d)``."""
         import torch
 
-        ids = ids.numpy() if isinstance(ids, torch.Tensor) else self.np.asarray(ids)
-        ids = self.np.ascontiguousarray(ids, dtype=self.np.int64)  # (b, l)
+        np = self.np
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.detach().numpy()
+        dtype = np.int64 if self.input_name == "input_ids" else np.float32
+        inputs = np.ascontiguousarray(inputs, dtype=dtype)
         if state is None:
-            state = self.init_state(ids.shape[0])
-        feed = {"input_ids": ids, **dict(zip(self.state_names, state, strict=True))}
-        logits, *new = self.session.run(None, feed)
-        return torch.from_numpy(logits), tuple(new)  # (b, v), states (L, b, ...)
+            state = self.init_state(inputs.shape[0])
+        feed = {self.input_name: inputs, **dict(zip(self.state_names, state, strict=True))}
+        out, *new = self.session.run(None, feed)
+        return torch.from_numpy(out), tuple(new)  # (b, v) or the adapter's outputs; states (L, b, ...)
+
+    def _sequence(self, inputs: Mapping[str, Any]) -> Any:
+        """What the graph takes for a sequence: ``input_ids (b, l)`` or the adapter's
+        ``embed(inputs)`` ``(b, l, d)``."""
+        if self.input_name == "input_ids":
+            return _ids(inputs)
+        import torch
+
+        with torch.inference_mode():
+            return self.model.adapter.embed(inputs)  # (b, l, d)
 
     def prefill(self, inputs: Mapping[str, Any], state: Any = None) -> tuple[Any, Any]:
         """Outputs after the last position and the state: one graph call, any length."""
-        return self._run(_ids(inputs), state)
+        return self._run(self._sequence(inputs), state)
 
     def step(self, inputs: Mapping[str, Any], state: Any) -> tuple[Any, Any]:
-        """One position for every row: ``input_ids (b,)``."""
-        return self._run(_ids(inputs)[:, None], state)
+        """One position for every row: ``input_ids (b,)``, or the adapter's inputs ``(b, ...)``."""
+        if self.input_name == "input_ids":
+            return self._run(_ids(inputs)[:, None], state)
+        return self._run(self._sequence({k: v[:, None] for k, v in inputs.items()}), state)
 
     def score(self, inputs: Mapping[str, Any], state: Any = None) -> tuple[Any, Any]:
-        """Outputs at every position ``(b, l, v)`` (the graph gives the last one: one call per position)."""
+        """Outputs at every position ``(b, l, ...)`` (the graph gives the last one: one call per position)."""
         import torch
 
-        ids = _ids(inputs)
+        sequence = self._sequence(inputs)
         outputs = []
-        for t in range(ids.shape[1]):
-            logits, state = self._run(ids[:, t : t + 1], state)
-            outputs.append(logits)
+        for t in range(sequence.shape[1]):
+            out, state = self._run(sequence[:, t : t + 1], state)
+            outputs.append(out)
         return torch.stack(outputs, dim=1), state
 
     def stack_states(self, states: list[Any]) -> tuple[Any, ...]:
