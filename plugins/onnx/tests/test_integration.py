@@ -1,6 +1,7 @@
 """An exported folder through the callers that take ``--runtime onnxruntime``: ``siger
 generate`` (a subprocess, as a user runs it) and the server's OpenAI-compatible endpoint."""
 
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,45 @@ def test_openai_endpoint_through_onnxruntime(exports, tmp_path):
         info = client.get("/v1/status")
         assert info.status_code == 200, info.text
         assert info.json()["runtime"]["name"] == "onnxruntime"  # the server decoded through the export
+
+
+def test_lampung_model_fallback_decodes_through_onnxruntime(exports, model_dir):
+    """The Lampung translator's model fallback (``model_generate``) on an exported folder: the
+    fp32 export answers what torch answers on the source folder."""
+    pytest.importorskip("sigerlm_lampung")
+    from sigerlm_lampung.service import model_generate
+
+    got = model_generate(exports["none"], max_new_tokens=8, runtime="onnxruntime")
+    want = model_generate(model_dir, max_new_tokens=8, runtime="torch")
+    for prompt in ("Tabik pun", "Saya mau makan"):
+        assert got(prompt) == want(prompt)
+
+
+def test_eval_generation_step_on_an_exported_folder(exports, model_dir, tmp_path):
+    """A manifest whose model is the export (``init_from``) runs ``eval-generation`` with
+    ``runtime: onnxruntime``; its predictions equal the torch runtime's."""
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm.testing import add_plugin, run_manifest_with
+    from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_text import hooks as text_hooks
+
+    pm = make_plugin_manager(load="none")
+    add_plugin(pm, text_hooks, "text")
+    add_plugin(pm, onnx_hooks, "onnx")
+    rows = ['{"a": "Saya mau makan", "b": "I want to eat"}', '{"a": "Tabik pun", "b": "Hello"}']
+    (tmp_path / "pairs.jsonl").write_text("\n".join(rows) + "\n")
+    step = {"use": "eval-generation", "files": [str(tmp_path / "pairs.jsonl")], "max_new_tokens": 5}
+    step["templates"] = [{"instruction": "Translate: {a}", "output": "{b}"}]
+    predictions = {}
+    for runtime in ("onnxruntime", "torch"):
+        manifest = {
+            "siger": 1,
+            "name": runtime,
+            "model": {"init_from": str(exports["none"])},
+            "steps": [dict(step, runtime=runtime)],
+        }
+        run_manifest_with(pm, manifest, tmp_path / runtime)
+        lines = (tmp_path / runtime / "eval.predictions.jsonl").read_text().splitlines()
+        predictions[runtime] = [json.loads(line)["prediction"] for line in lines]
+    assert len(predictions["onnxruntime"]) == 2 and all(predictions["onnxruntime"])
+    assert predictions["onnxruntime"] == predictions["torch"]
