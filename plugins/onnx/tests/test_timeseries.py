@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("sigerlm_timeseries")
 
 CLASSIFIER = {"use": "series", "channels": 1, "classes": ["sine", "square"], "norm": "causal", "patch": 2}
-FORECASTER = {"use": "series", "head": "forecast", "horizon": 3, "patch": 2, "norm": "instance"}
+FORECASTER = {"use": "series", "head": "forecast", "horizon": 3, "patch": 2, "norm": "instance", "season": 4}
 
 
 @pytest.fixture
@@ -36,7 +36,10 @@ def export(pm, tmp_path, spec, name):
     from sigerlm.model.config import SigerConfig
 
     torch.manual_seed(0)
-    build_model(pm, SigerConfig.from_profile("tiny"), spec).eval().save(tmp_path / name)
+    model = build_model(pm, SigerConfig.from_profile("tiny"), spec).eval()
+    with torch.no_grad():  # a seasonal forecaster's readout starts at zero: give it weights, as training would
+        model.adapter.readout.weight.normal_(0, 0.5)
+    model.save(tmp_path / name)
     model = load_model(tmp_path / name, pm)
     options = {"parity_steps": 64, "parity_positions": 100}
     return pm.get_component("exporters", "onnx").build(model, tmp_path / f"{name}-onnx", options=options)
@@ -127,7 +130,7 @@ def test_runtime_contract_on_a_multichannel_series_batch(pm, tmp_path):
     from sigerlm.assemble import load_model
     from sigerlm_timeseries.stream import SeriesStream, predict
 
-    spec = {**CLASSIFIER, "channels": 3, "classes": ["a", "b", "c"], "patch": 4, "readout": "last"}
+    spec = {**CLASSIFIER, "channels": 3, "classes": ["a", "b", "c"], "patch": 4}  # mean readout: score
     folder = export(pm, tmp_path, spec, "multi")
     model = load_model(folder, pm)
     ort = pm.get_component("runtimes", "onnxruntime").build(model, options={"threads": 1})
