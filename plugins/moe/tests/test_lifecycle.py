@@ -71,7 +71,6 @@ def test_decoding_an_moe_model_with_the_runtime_equals_the_full_forward(pm, run_
 
 
 def test_lora_adapts_the_expert_projections_of_an_moe_model(pm, run_manifest, tmp_path):
-    pytest.importorskip("sigerlm_lora")
     from sigerlm_lora import hooks as lora_hooks
 
     add_plugin(pm, lora_hooks, "lora")

@@ -102,7 +102,9 @@ def dispatch_grouped(x: Tensor, routing: Routing, experts: nn.ModuleList) -> Ten
     tokens = flat_t[order]
     counts = torch.bincount(flat_e, minlength=len(experts)).tolist()
     chunks = x[tokens].split(counts)  # e tensors (a_i, d)
-    outs = [expert(chunk) for expert, chunk, n in zip(experts, chunks, counts, strict=True) if n]
+    # an expert with no tokens still runs on its empty chunk: its weights stay in the autograd
+    # graph (zero gradients), which DDP needs to reduce the same buckets on every rank
+    outs = [expert(chunk) for expert, chunk in zip(experts, chunks, strict=True)]
     y = torch.cat(outs) * flat_w[order].unsqueeze(-1).to(x.dtype)  # (a, d)
     return torch.zeros_like(x).index_add_(0, tokens, y)  # (t, d)
 
