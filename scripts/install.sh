@@ -9,6 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The CPU build of torch first: a looser requirement would make pip fetch a CUDA build.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+# sigerlm-text[test] builds llama-cpp-python from source once (pip caches the wheel): use every core
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -e "./core[test]" \
   -e "./plugins/text[test]" \

@@ -63,6 +63,29 @@ def encode(
     typer.echo(" | ".join(tokenizer.decode([i]) for i in ids))
 
 
+import_app = typer.Typer(help="Import models from other formats (hf: a local MambaForCausalLM folder).")
+
+
+@import_app.command("hf")
+def import_hf_command(
+    source: Annotated[Path, typer.Argument(help="A local transformers MambaForCausalLM folder with tokenizer.json.")],
+    out: Annotated[Path, typer.Option("--out", help="The SigerLM model folder to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds files.")] = False,
+) -> None:
+    """Convert a transformers Mamba folder into a SigerLM model folder (init_from, LoRA, serve, export)."""
+    from sigerlm.io import check_output
+    from sigerlm_text.interop import import_hf
+
+    report = import_hf(source, check_output(out, force, "--out"))
+    typer.echo(f"imported {source} -> {out}: {report['parameters']:,} parameters, vocabulary {report['vocab_size']}")
+    if report["added"]:
+        typer.echo(f"added special tokens the tokenizer lacked: {' '.join(report['added'])}")
+    if report["made_special"]:
+        typer.echo(f"made special (were ordinary tokens): {' '.join(report['made_special'])}")
+    if report["new_rows"]:
+        typer.echo(f"{report['new_rows']} new embedding rows (the mean embedding) for tokens beyond the vocabulary")
+
+
 corpus_app = typer.Typer(help="Build training corpora from dataset configs.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 

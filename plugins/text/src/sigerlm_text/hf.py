@@ -54,20 +54,22 @@ def hf_config(config: SigerConfig, vocab_size: int) -> Any:
     )
 
 
-def to_hf(backbone: Any, embedding: Tensor) -> Any:
-    """A ``MambaForCausalLM`` with the backbone's weights and ``embedding`` as the tied embedding and head."""
-    import torch
+def to_hf(backbone: Any, embedding: Tensor, head: Tensor | None = None) -> Any:
+    """A ``MambaForCausalLM`` with the backbone's weights and ``embedding`` as the embedding and
+    the head (tied), or ``head`` as a separate LM head."""
     from transformers import MambaForCausalLM
 
     config: SigerConfig = backbone.config
-    model = MambaForCausalLM(hf_config(config, embedding.shape[0]))
+    hf = hf_config(config, embedding.shape[0])
+    hf.tie_word_embeddings = head is None
+    model = MambaForCausalLM(hf)
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state["backbone.embeddings.weight"] = embedding
-    state["lm_head.weight"] = embedding
+    state["lm_head.weight"] = embedding if head is None else head
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConversionError(f"tensors do not match transformers' Mamba: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
+    if head is None:
         model.lm_head.weight = model.backbone.embeddings.weight
     return model.eval()
 

@@ -6,7 +6,7 @@ import ``tokenizers``, ``tiktoken`` and torch inside their factories.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -322,6 +322,45 @@ def register_steps(register):
     register("eval-generation", eval_generation, options=EvalGenerationOptions)
 
 
+class HFExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Weights in model.safetensors.")
+    license: str = Field("other", description="The licence the model card states (an SPDX id, say).")
+    name: str | None = Field(None, description="The model card's title (default: the model folder's name).")
+
+
+class GGUFExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["f32", "f16", "q8_0", "q4_0"] = Field("f16", description="Weight type of the 2-D weights.")
+    modelfile: bool = Field(False, description="Also print an Ollama Modelfile for the file.")
+
+
+def export_hf(model, out_dir, options: HFExportOptions):
+    """A transformers folder (MambaForCausalLM, tokenizer, chat template, model card)."""
+    from pathlib import Path
+
+    from sigerlm_text.interop import export_hf as export
+
+    return export(model, Path(out_dir), options)
+
+
+def export_gguf(model, out, options: GGUFExportOptions):
+    """A GGUF file for llama.cpp and Ollama (arch mamba, tokenizer, chat template)."""
+    from pathlib import Path
+
+    from sigerlm_text.gguf import export_gguf as export
+
+    return export(model, Path(out), options)
+
+
+@hookimpl
+def register_exporters(register):
+    register("hf", export_hf, options=HFExportOptions)
+    register("gguf", export_gguf, options=GGUFExportOptions)
+
+
 @hookimpl
 def register_adapters(register):
     register("text", text, options=TextAdapterOptions)
@@ -329,8 +368,9 @@ def register_adapters(register):
 
 @hookimpl
 def register_commands(cli):
-    from sigerlm_text.cli import app, chat_command, generate_command
+    from sigerlm_text.cli import app, chat_command, generate_command, import_app
 
     cli.add_typer(app, name="text")
+    cli.add_typer(import_app, name="import")
     cli.command("generate")(generate_command)
     cli.command("chat")(chat_command)

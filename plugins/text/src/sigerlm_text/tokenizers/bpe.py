@@ -2,7 +2,8 @@
 
 Byte-level pre-tokenization without a prefix space and no normalizer make every string
 round-trip exactly (``decode(encode(s)) == s``). The special tokens are given to the trainer
-first, so they get ids 0..N in order and stay atomic.
+first, so they get ids 0..N in order and stay atomic. A tokenizer imported with ``siger import
+hf`` has them as added tokens wherever its vocabulary left room (its ids are read, not assumed).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ class BPETokenizer(TextTokenizer):
     def __init__(self, tokenizer) -> None:
         self._tok = tokenizer
         vocab = tokenizer.get_vocab()
-        wrong = [(t, i, vocab.get(t)) for i, t in enumerate(SPECIAL_TOKENS) if vocab.get(t) != i]
-        if wrong:
-            shown = ", ".join(f"{t} at {got} (expected {i})" for t, i, got in wrong[:4])
-            raise TokenizerError(f"this BPE does not have SigerLM's special tokens at their fixed ids: {shown}")
-        self._special = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        added = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+        missing = [t for t in SPECIAL_TOKENS if t not in added or t not in vocab]
+        if missing:
+            raise TokenizerError(
+                f"this BPE lacks SigerLM's special tokens {', '.join(missing[:4])}"
+                f"{' ...' if len(missing) > 4 else ''} (`siger import hf` adds them to a foreign tokenizer.json)"
+            )
+        # 0..N in a BPE trained here; wherever `siger import hf` put them in an imported one
+        self._special = {t: vocab[t] for t in SPECIAL_TOKENS}
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
