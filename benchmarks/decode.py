@@ -3,7 +3,8 @@
 For SigerLM's cached generator (prefill once, in chunks of 512 positions as the torch runtime
 does, then one ``step`` a token), for uncached
 recomputation (the whole sequence again for every token, what the original SigerLM did), and
-(optional extra) for transformers' GPT-2 of equal size with its KV cache: tokens/s and
+(optional extra) for transformers' GPT-2 of equal size with its KV cache, and (optional extra,
+llama-cpp-python) for llama.cpp running the same shape exported as GGUF f32/q8_0/q4_0: tokens/s and
 ms/token after contexts of 128, 2048 and 8192 tokens, and peak RSS. Each measurement runs in
 its own process. Run alone:
 
@@ -66,7 +67,8 @@ def main() -> None:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        print(json.dumps(job(json.loads(args.job))))
+        spec = json.loads(args.job)
+        print(json.dumps(llama_job(spec) if spec["impl"].startswith("llama.cpp") else job(spec)))
         return
     impls = ["cached", "uncached"]
     try:
@@ -75,12 +77,13 @@ def main() -> None:
         impls.append("gpt2")
     except ImportError:
         pass
+    impls += llama_impls(args.threads)
     results: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for ctx in args.contexts:
             for impl in impls:
                 new = args.uncached_tokens if impl == "uncached" else args.new_tokens
-                spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads}
+                spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads, **GGUF.get(impl, {})}
                 proc = subprocess.run(
                     [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True
                 )
@@ -107,6 +110,63 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# -- llama.cpp (GGUF through llama-cpp-python, a test extra of sigerlm-text) --------------------------
+#: impl -> {"gguf": path}, filled by llama_impls
+GGUF: dict[str, dict] = {}
+
+
+def llama_impls(threads: int) -> list[str]:
+    """``llama.cpp-f32``, ``-q8_0``, ``-q4_0`` when llama-cpp-python and gguf are installed: the
+    same shape as the torch rows (d_model 256, 8 layers, d_state 16, a 32000-row tied embedding),
+    exported once by ``siger export gguf``'s exporter into a temporary folder."""
+    try:
+        import gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return []
+    import tempfile
+
+    import torch
+
+    from sigerlm.model.config import SigerConfig
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm_text.model import text_model
+    from sigerlm_text.tokenizers.bpe import BPETokenizer
+
+    torch.manual_seed(0)
+    texts = [f"{i} siger decode benchmark text, number {i * 7}." for i in range(500)]
+    config = SigerConfig(d_model=256, n_layers=8, d_state=16)
+    model = text_model(config, VOCAB, BPETokenizer.train(texts, vocab_size=512, min_frequency=1)).eval()
+    folder = Path(tempfile.mkdtemp(prefix="decode-gguf-"))
+    exporter = make_plugin_manager().get_component("exporters", "gguf")
+    for kind in ("f32", "q8_0", "q4_0"):
+        GGUF[f"llama.cpp-{kind}"] = {
+            "gguf": str(exporter.build(model, folder / f"{kind}.gguf", options={"type": kind}))
+        }
+    return list(GGUF)
+
+
+def llama_job(spec: dict) -> dict:
+    """Prefill ``context`` random ids in batches of 512, then ``new_tokens`` greedy steps, each
+    timed with its argmax (as the torch rows are)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    ctx, new = spec["context"], spec["new_tokens"]
+    base = rss_mb()
+    llm = Llama(model_path=spec["gguf"], n_ctx=ctx + new + 8, n_batch=512, n_threads=spec["threads"], verbose=False)
+    llm.eval(np.random.default_rng(0).integers(0, VOCAB, ctx).tolist())
+    times = []
+    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    for _ in range(new):
+        start = time.perf_counter()
+        llm.eval([token])
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        times.append(time.perf_counter() - start)
+    ms = 1000 * statistics.median(times)
+    return {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "peak_rss_mb": peak_mb(), "rss_model_mb": base}
 
 
 if __name__ == "__main__":
