@@ -81,7 +81,7 @@ def test_help_lists_exporters_and_each_exporters_options(cli):
     lines = options.output.splitlines()
     assert lines[0] == "siger export dump MODEL_DIR --out PATH [--force]: Write the options as JSON."
     assert any(line.split() == ["--level", "int", "(default", "1)", "How", "hard", "to", "try."] for line in lines)
-    assert any(line.startswith("  --mode") and "typing.Literal['fast', 'small']" in line for line in lines)
+    assert any(line.startswith("  --mode") and "Literal['fast', 'small']" in line for line in lines)
     assert any(line.startswith("  --keep-state") and "bool (default True)" in line for line in lines)
     assert invoke().exit_code == 2  # no exporter named: the list, and a usage error
 

@@ -155,7 +155,7 @@ def build_app(pm: SigerPluginManager | None = None) -> typer.Typer:
         if set(HELP) & set(args or []):
             typer.echo(f"siger export {exporter.name} MODEL_DIR --out PATH [--force]: {exporter.description}")
             for key, f in fields.items():
-                kind = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation)
+                kind = str(f.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
                 default = "required" if f.is_required() else f"default {f.default!r}"
                 typer.echo(f"  --{key.replace('_', '-'):<16} {kind} ({default}) {f.description or ''}")
             return
