@@ -52,13 +52,13 @@ def run(pm, manifest, out_dir):
     return run_manifest_with(pm, manifest, out_dir, force=True).results["steps"]
 
 
-def siger_classifier(pm, name, steps, d_model, out_dir):
+def siger_classifier(pm, name, steps, d_model, out_dir, prefixes=0.0):
     from sigerlm_timeseries.data import read_ts, ts_path
 
     data = read_ts(ts_path(name, None, "train"))
     norm = CLASSIFICATION[name]
     patch = max(1, round(max(len(s) for s in data.series) / 32))
-    train = {"use": "ucr", "name": name, "split": "train", "batch_size": 16, "jitter": 0.1}
+    train = {"use": "ucr", "name": name, "split": "train", "batch_size": 16, "jitter": 0.1, "prefixes": prefixes}
     manifest = {
         "siger": 1,
         "name": f"bench-{name}",
@@ -232,7 +232,9 @@ def main():
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--datasets", nargs="*", default=list(CLASSIFICATION))
     parser.add_argument("--series", nargs="*", default=list(FORECASTING))
+    parser.add_argument("--prefixes", type=float, default=0.0, help="share of training series cut to random prefixes")
     parser.add_argument("--quick", action="store_true", help="a few steps, two datasets, no forecasting baselines")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="SigerLM rows only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -246,13 +248,14 @@ def main():
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            row = {"siger": siger_classifier(pm, name, args.steps, args.d_model, Path(tmp))}
-            row.update(baselines(name))
+            row = {"siger": siger_classifier(pm, name, args.steps, args.d_model, Path(tmp), args.prefixes)}
+            if args.baselines:
+                row.update(baselines(name))
             rows[name] = row
             print(name, json.dumps(row), flush=True)
         report["classification"] = rows
         methods = ["siger", "minirocket", "dtw_1nn"]
-        if rows:  # --datasets with no names: forecasting only
+        if rows and args.baselines:  # --datasets with no names: forecasting only
             report["mean_accuracy"] = {m: float(np.mean([r[m]["accuracy"] for r in rows.values()])) for m in methods}
             report["mean_rank"] = ranks(rows, methods)
             report["streaming"] = streaming(pm, args.d_model, (100, 1000) if not args.quick else (20, 60))

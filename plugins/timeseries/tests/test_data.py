@@ -35,6 +35,24 @@ def test_a_bundled_dataset_loads_with_the_published_split():
     assert not test.shuffle and train.shuffle
 
 
+def test_prefix_training_cuts_a_share_of_the_train_series_and_never_the_test_split():
+    full = next(iter(ucr(name="GunPoint", split="train", batch_size=50, shuffle=False)))
+    cut = ucr(name="GunPoint", split="train", batch_size=50, shuffle=False, prefixes=0.5, min_prefix=0.2)
+    batch = next(iter(cut))
+    length = batch["length"]
+    shorter = length < 150
+    assert 10 <= int(shorter.sum()) <= 40 and int(length.min()) >= 30  # about half, none below 20%
+    assert torch.equal(batch["label"], full["label"])  # a prefix keeps its series' label
+    for row in torch.nonzero(shorter).flatten().tolist():  # a prefix is the start of its series, then padding
+        k = int(length[row])
+        assert torch.equal(batch["values"][row, :k], full["values"][row, :k])
+        assert batch["mask"][row, k:].sum() == 0
+    cut.set_epoch(1)
+    assert not torch.equal(next(iter(cut))["length"], length)  # new prefixes each epoch
+    test = ucr(name="GunPoint", split="test", batch_size=150, prefixes=1.0)
+    assert bool((next(iter(test))["length"] == 150).all())
+
+
 def test_variable_length_multivariate_series_are_padded_and_masked():
     data = ucr(name="JapaneseVowels", split="train", batch_size=270, shuffle=False)
     batch = next(iter(data))

@@ -227,11 +227,13 @@ class SeriesBatches:
     Shuffled (seeded by the run's seed and the epoch) when ``shuffle``."""
 
     def __init__(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, jitter: float = 0.0):  # fmt: skip
+                 rank: int = 0, world_size: int = 1, jitter: float = 0.0, prefixes: float = 0.0,
+                 min_prefix: float = 0.1):  # fmt: skip
         if not examples:
             raise SeriesDataError("the dataset has no examples")
         self.examples, self.batch_size, self.shuffle = examples, batch_size, shuffle
         self.seed, self.rank, self.world_size, self.jitter = seed, rank, world_size, jitter
+        self.prefixes, self.min_prefix = prefixes, min_prefix
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -253,6 +255,10 @@ class SeriesBatches:
             series = [e["series"] for e in picked]
             if self.jitter:
                 series = [s + rng.normal(0, self.jitter, s.shape) * np.nanstd(s, axis=0) for s in series]
+            if self.prefixes:  # early classification: a share of the series cut to a random prefix
+                cut = rng.random(len(series)) < self.prefixes
+                keep = rng.uniform(self.min_prefix, 1.0, len(series))
+                series = [s[: max(1, round(f * len(s)))] if c else s for s, c, f in zip(series, cut, keep, strict=True)]
             batch = pad_batch(series)
             if "label" in picked[0]:
                 batch["label"] = torch.tensor([e["label"] for e in picked], dtype=torch.long)
@@ -311,9 +317,10 @@ def ucr_for_run(run: Any, o: Any) -> UcrDataset:
         data.series, data.labels, data.lines = data.series[: o.limit], data.labels[: o.limit], data.lines[: o.limit]
     classes = o.classes or _run_classes(run) or data.class_names
     shuffle = o.split == "train" if o.shuffle is None else o.shuffle
-    jitter = o.jitter if o.split == "train" else 0.0
+    train = o.split == "train"
     return UcrDataset(data, classes, batch_size=o.batch_size, shuffle=shuffle, seed=run.seed, rank=run.rank,
-                      world_size=run.world_size, jitter=jitter)  # fmt: skip
+                      world_size=run.world_size, jitter=o.jitter if train else 0.0,
+                      prefixes=o.prefixes if train else 0.0, min_prefix=o.min_prefix)  # fmt: skip
 
 
 def csv_path(name: str | None, path: str | None) -> Path:

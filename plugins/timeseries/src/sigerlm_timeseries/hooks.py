@@ -74,6 +74,13 @@ class UcrOptions(BaseModel):
     classes: list[str] | None = Field(None, description="Label order; default: the model's classes, else the file's.")
     limit: int | None = Field(None, ge=1, description="Use only the first N series (for quick runs).")
     jitter: float = Field(0.0, ge=0, description="Train-time Gaussian noise, as a fraction of each series' std.")
+    prefixes: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Train split: the share of series cut to a random prefix each epoch (early classification).",
+    )
+    min_prefix: float = Field(0.1, gt=0, le=1, description="The shortest prefix, as a fraction of the series.")
 
     @model_validator(mode="after")
     def _one_source(self) -> UcrOptions:
