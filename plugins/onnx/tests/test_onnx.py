@@ -9,7 +9,7 @@ import torch
 
 def plugin_manager_with_onnx():
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
     from sigerlm_text import hooks as text_hooks
 
@@ -119,15 +119,48 @@ def test_quantized_exports(exports, quantize):
         assert meta["quantization"]["reduce_range"] == int8_reduce_range()[0]
         assert "DynamicQuantizeLinear" in ops | body_ops and "MatMulInteger" in ops | body_ops
         assert report["top1_agreement"] > 0.9
+        assert meta["quantization"]["embedding"] == "int8, a scale per row"
     else:
         assert meta["quantization"]["op"] == "MatMulNBits" and meta["quantization"]["gemm_rewritten"] == 2
         assert "MatMulNBits" in ops and "MatMulNBits" in body_ops and "Gemm" not in body_ops  # the tied head too
+        assert "GatherBlockQuantized" in body_ops  # the embedding lookup
+    # no fp32 copy of the (v, d) embedding table is left: the lookup and the tied head are quantized
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    tables = [i for i in [*graph.initializer, *body.attribute[0].g.initializer] if {300, 16} <= set(i.dims)]
+    assert tables and all(t.data_type != onnx.TensorProto.FLOAT for t in tables), [t.name for t in tables]
     assert report["positions"] == 200 and 0.9 < report["perplexity_ratio"] < 1.1
     model, ort, ref = runtimes(folder)
     ids = torch.randint(0, 300, (1, 30), generator=torch.Generator().manual_seed(0))
     got, _ = ort.prefill({"input_ids": ids})
     want, _ = ref.prefill({"input_ids": ids})
     assert got.shape == want.shape and torch.isfinite(got).all()
+
+
+def test_embedding_quantization_error_is_small_and_optional(model_dir, tmp_path):
+    """The int8 per-row table reproduces the fp32 lookup within half a step of each row's scale;
+    ``quantize_embedding: false`` keeps the fp32 table (and the graph is larger)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from sigerlm_onnx.graphs import export_graphs
+    from sigerlm_onnx.quantize import embedding_gathers, quantize_gather_int8
+
+    model, pm = load(model_dir)
+    body = export_graphs(model, 17)["body"]
+    (gather,) = embedding_gathers(body)
+    table = numpy_helper.to_array(next(i for i in body.graph.initializer if i.name == gather.input[0]))
+    assert quantize_gather_int8(body) == 1 and not embedding_gathers(body)
+    inits = {i.name: numpy_helper.to_array(i) for i in body.graph.initializer}
+    q, scale = inits[gather.input[0] + "/int8"], inits[gather.input[0] + "/row_scale"]
+    assert q.dtype == np.int8 and scale.shape == (300, 1)
+    assert np.all(np.abs(q * scale - table) <= scale / 2 + 1e-7)
+    options = {"quantize": "int8", "quantize_embedding": False, "parity": False}
+    folder = pm.get_component("exporters", "onnx").build(model, tmp_path / "fp32-table", options=options)
+    meta = json.loads((folder / "config.json").read_text())["onnx"]
+    assert meta["quantization"]["embedding"] == "fp32"
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    assert any(list(i.dims) == [300, 16] and i.data_type == onnx.TensorProto.FLOAT for i in graph.initializer)
 
 
 def test_reduce_range_follows_vnni():

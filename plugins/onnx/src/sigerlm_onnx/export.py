@@ -37,16 +37,25 @@ def export_folder(model: Any, out: Path, options: Any, plugins: dict[str, str] |
     quant: dict[str, Any] = {"method": options.quantize}
     if options.quantize == "int8":
         reduce_range, why = int8_reduce_range()
-        body, head = quantize_int8(body, reduce_range), quantize_int8(head, reduce_range)
+        body = quantize_int8(body, reduce_range, embedding=options.quantize_embedding)
+        head = quantize_int8(head, reduce_range)
         quant.update(weight_type="QInt8", reduce_range=reduce_range, reduce_range_reason=why)
+        quant["embedding"] = "int8, a scale per row" if options.quantize_embedding and is_text(model) else "fp32"
     elif options.quantize == "int4":
-        body, rewritten = quantize_int4(body, options.block_size, options.accuracy_level)
+        body, rewritten = quantize_int4(
+            body, options.block_size, options.accuracy_level, embedding=options.quantize_embedding
+        )
         head, _ = quantize_int4(head, options.block_size, options.accuracy_level)
         quant.update(
             op="MatMulNBits",
             block_size=options.block_size,
             accuracy_level=options.accuracy_level,
             gemm_rewritten=rewritten,
+        )
+        quant["embedding"] = (
+            f"GatherBlockQuantized, 4-bit blocks of {options.block_size}"
+            if options.quantize_embedding and is_text(model)
+            else "fp32"
         )
     prefill = build_prefill(body, head)
     tokenizer = getattr(model.adapter, "tokenizer", None)

@@ -18,6 +18,10 @@ class ExportOptions(BaseModel):
     opset: int = Field(17, ge=14, le=21, description="ONNX opset of the exported graph.")
     block_size: int = Field(32, ge=16, description="INT4: weights per quantization block (a power of 2).")
     accuracy_level: int = Field(4, ge=0, le=4, description="INT4: MatMulNBits accuracy_level (4: int8 compute).")
+    quantize_embedding: bool = Field(
+        True,
+        description="INT8/INT4: quantize the embedding table's lookup too (int8 per row / 4-bit GatherBlockQuantized).",
+    )
     parity: bool = Field(True, description="Check onnxruntime against torch and write parity.json.")
     parity_steps: int = Field(64, ge=1, description="Chained decode steps compared at batch 1 and 3.")
     parity_positions: int = Field(1000, ge=1, description="Positions of text for top-1 agreement and perplexity.")

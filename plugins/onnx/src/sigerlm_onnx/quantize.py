@@ -9,7 +9,13 @@
   ``MatMul`` (+ ``Add``).
 
 The tied head is a ``MatMul`` against its own (transposed, constant-folded) copy of the
-embedding, so it is quantized while the embedding lookup (``Gather``) keeps its fp32 table.
+embedding, so it is quantized with the other MatMuls. The embedding lookup (``Gather`` on the
+``(v, d)`` table, most of a small model's bytes) is quantized too unless ``embedding=False``:
+
+- ``int8``: per-row symmetric int8 (``quantize_dynamic`` would give the whole table one scale):
+  ``Gather(int8 table) -> Cast -> Mul(Gather(row scales))``, standard ops;
+- ``int4``: onnxruntime's ``GatherBlockQuantized`` (com.microsoft; 4-bit blocks of
+  ``block_size`` along ``d``, symmetric), through the same ``MatMulNBitsQuantizer``.
 """
 
 from __future__ import annotations
@@ -77,7 +83,62 @@ def gemm_to_matmul(model: Any) -> int:
     return count
 
 
-def quantize_int8(model: Any, reduce_range: bool) -> Any:
+def embedding_gathers(model: Any) -> list[Any]:
+    """The ``Gather`` nodes that look rows up in a float ``(v, d)`` initializer (the embedding)."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in model.graph.initializer}
+    return [
+        node
+        for node in model.graph.node
+        if node.op_type == "Gather"
+        and node.input[0] in inits
+        and inits[node.input[0]].data_type == TensorProto.FLOAT
+        and len(inits[node.input[0]].dims) == 2
+        and inits[node.input[0]].dims[1] > 1  # not a (v, 1) column of row scales
+        and not any(a.name == "axis" and a.i != 0 for a in node.attribute)
+    ]
+
+
+def quantize_gather_int8(model: Any) -> int:
+    """Every embedding ``Gather`` to per-row symmetric int8, in place; returns how many."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    targets = {n.name for n in embedding_gathers(model)}
+    nodes, count = [], 0
+    for node in graph.node:
+        if not node.name or node.name not in targets:
+            nodes.append(node)
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)  # (v, d)
+        scale = np.abs(table).max(axis=1, keepdims=True) / 127.0  # (v, 1)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+        name, out = node.input[0], node.output[0]
+        graph.initializer.extend(
+            [numpy_helper.from_array(q, name + "/int8"), numpy_helper.from_array(scale, name + "/row_scale")]
+        )
+        ids = node.input[1]
+        nodes += [
+            helper.make_node("Gather", [name + "/int8", ids], [out + "/int8"], name=node.name + "/int8"),
+            helper.make_node("Cast", [out + "/int8"], [out + "/float"], to=TensorProto.FLOAT, name=node.name + "/cast"),
+            helper.make_node("Gather", [name + "/row_scale", ids], [out + "/scale"], name=node.name + "/scale"),
+            helper.make_node("Mul", [out + "/float", out + "/scale"], [out], name=node.name + "/dequantize"),
+        ]
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return count
+
+
+def quantize_int8(model: Any, reduce_range: bool, embedding: bool = True) -> Any:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -87,17 +148,30 @@ def quantize_int8(model: Any, reduce_range: bool) -> Any:
         quantize_dynamic(
             str(src), str(dst), weight_type=QuantType.QInt8, reduce_range=reduce_range, op_types_to_quantize=["MatMul"]
         )
-        return onnx.load(str(dst))
+        model = onnx.load(str(dst))
+    if embedding:
+        quantize_gather_int8(model)
+    return model
 
 
-def quantize_int4(model: Any, block_size: int, accuracy_level: int) -> tuple[Any, int]:
+def quantize_int4(model: Any, block_size: int, accuracy_level: int, embedding: bool = True) -> tuple[Any, int]:
+    import numpy as np
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     rewritten = gemm_to_matmul(model)
+    # every MatMul; of the Gathers only the embedding's (an int64 shape constant is a Gather too)
+    include = [n.name for n in embedding_gathers(model)] if embedding else []
     quantizer = MatMulNBitsQuantizer(
-        model, block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level or None
+        model,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=accuracy_level or None,
+        nodes_to_include=include or None,
+        op_types_to_quantize=("MatMul",),
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
     )
-    quantizer.process()
+    with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero block: 0 / 0, then np.where picks 0
+        quantizer.process()
     return quantizer.model.model, rewritten
