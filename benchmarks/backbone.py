@@ -3,26 +3,34 @@
 At the ``small`` shape (d_model 256, 8 layers, d_state 16) with a 32000-token tied embedding
 and head, it measures, in one run with the implementations interleaved:
 
-- training tokens/s (forward + backward + AdamW) at sequence lengths 512 and 2048
-  (4096 tokens a step), with model-FLOPs utilisation against a matmul measured in the same run;
-- prefill tokens/s (no gradients) at 2048;
+- training tokens/s (forward + backward + AdamW) at sequence lengths 512, 2048 (4096 tokens a
+  step) and 8192 (batch 1), with model-FLOPs utilisation against a matmul measured in the same
+  run and the memory the step adds over the built model (activations, gradients, AdamW);
+- prefill tokens/s (no gradients, batch 1) at 2048, 8192 and 32768, the same work for every
+  implementation: the final hidden states, then the last position's logits (``last``) or, up to
+  8192, every position's (``full``); ``siger-chunked`` prefills in pieces of 2048 with the state
+  carried, so its memory does not grow with the length;
 - decode ms/token at contexts 128, 2048 and 8192, and how much memory decoding adds;
 - peak RSS of every measurement (each runs in its own process, so peaks do not mix);
 - the scan alone (forward + backward) for each scan back-end.
 
-It prints ratios against the baselines measured in the same run; absolute numbers move with
-the machine's load. Implementations:
+It prints ratios against the baselines measured in the same run, the CPU's model and vector
+extensions, and the load average at each measurement; absolute numbers move with the
+machine's load. Implementations:
 
 - ``siger``: the fused scan and conv kernels, with the chunked linear cross-entropy;
+- ``siger@base`` (with ``--base-src``): the same, from another checkout's ``core/src``;
 - ``siger-plain-ce``: the same backbone with ``F.cross_entropy`` over full logits;
-- ``reference``: the same model with the plain loop scan (``scan: reference``);
-- ``mambapy``: mambapy 1.2's parallel scan with a tied embedding and head (optional extra);
+- ``reference``: the same model with the plain loop scan (``scan: reference``; up to 2048);
+- ``mambapy``: mambapy 1.2's parallel scan with a tied embedding and head (optional extra; up
+  to 2048);
 - ``gpt2``: transformers' ``GPT2LMHeadModel`` with SDPA attention, no dropout, fused GELU,
-  and as many layers as make its parameter count closest to SigerLM's (optional extra);
+  and as many layers as make its parameter count closest to SigerLM's without the position
+  table (4 at ``small``), whose table is extended to the longest length (optional extra);
 - ``gpt2-lce``: that GPT-2's hidden states with SigerLM's linear cross-entropy, to separate
   the loss from the architecture.
 
-Run (alone on the machine; about 15 minutes on 2 cores)::
+Run (alone on the machine; about 40 minutes on 2 cores)::
 
     pip install -e "core[bench]"
     python benchmarks/backbone.py --threads 2 --out docs/benchmarks/backbone.json
@@ -105,8 +113,11 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                     hidden, state = self.backbone.forward_hidden(self.embedding(part), state=state, return_state=True)
                 return hidden[:, -1] @ self.embedding.weight.t(), state
 
-            def forward_last(self, ids):
-                return self.prefill(ids)[0]
+            def forward_last(self, ids, chunk=None):  # final hidden states -> last position's logits
+                return self.prefill(ids, chunk)[0]
+
+            def forward_full(self, ids):  # final hidden states -> every position's logits
+                return self.backbone.forward_hidden(self.embedding(ids)) @ self.embedding.weight.t()
 
             def step(self, token, state):
                 hidden, state = self.backbone.step(self.embedding(token), state)
@@ -148,8 +159,11 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 hidden, caches = self.mamba.step(self.embedding(token), caches)
                 return self.norm_f(hidden) @ self.embedding.weight.t(), caches
 
-            def forward_last(self, ids):  # the parallel scan over the whole prompt (it returns no state)
+            def forward_last(self, ids, chunk=None):  # the parallel scan over the whole prompt (no state)
                 return self.norm_f(self.mamba(self.embedding(ids)))[:, -1] @ self.embedding.weight.t()
+
+            def forward_full(self, ids):
+                return self.norm_f(self.mamba(self.embedding(ids))) @ self.embedding.weight.t()
 
             def prefill(self, ids):  # mambapy has no prefill with state: its own generate steps through the prompt
                 caches = self.init_caches(ids.shape[0])
@@ -171,9 +185,11 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         from sigerlm_text.losses import linear_cross_entropy
 
         hf_logging.set_verbosity_error()
+        # depth: the parameter count closest to SigerLM's without the position table, which is
+        # extended to the longest length measured and costs no FLOPs (4 layers at `small`)
         target = shape["siger_params"]
         per_layer = 12 * d * d + 13 * d
-        fixed = vocab * d + max_len * d + 2 * d
+        fixed = vocab * d + 2 * d
         gpt_layers = max(1, round((target - fixed) / per_layer))
         config = GPT2Config(
             vocab_size=vocab,
@@ -206,8 +222,12 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 out = self.model(input_ids=ids, use_cache=True)
                 return out.logits[:, -1], out.past_key_values
 
-            def forward_last(self, ids):
-                return self.model(input_ids=ids, use_cache=False).logits[:, -1]
+            def forward_last(self, ids, chunk=None):  # final hidden states -> last position's logits
+                hidden = self.model.transformer(input_ids=ids, use_cache=False).last_hidden_state
+                return hidden[:, -1] @ self.model.lm_head.weight.t()
+
+            def forward_full(self, ids):  # every position's logits, as GPT2LMHeadModel returns them
+                return self.model(input_ids=ids, use_cache=False).logits
 
             def step(self, token, cache):
                 out = self.model(input_ids=token[:, None], past_key_values=cache, use_cache=True)
@@ -299,7 +319,10 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             for i in range(spec["steps"] + 1):
                 start = time.perf_counter()
-                model.forward_last(ids)
+                if spec.get("logits") == "full":
+                    model.forward_full(ids)
+                else:
+                    model.forward_last(ids, spec.get("chunk"))
                 if i:
                     times.append(time.perf_counter() - start)
         out["tokens_per_s"] = L / statistics.median(times)
@@ -339,7 +362,26 @@ def available(impl: str) -> bool:
     return True
 
 
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and the vector extensions that matter to the kernels and to torch."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"]
+    return {"model": model, "vector": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+
+
 def spawn(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    if spec.get("impl", "").endswith("@base"):  # the same measurement on another checkout's sigerlm
+        env = dict(env, PYTHONPATH=spec["base_src"])
+        spec = dict(spec, impl=spec["impl"].removesuffix("@base"))
     proc = subprocess.run(
         [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env
     )
@@ -348,15 +390,27 @@ def spawn(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+LONG_ONLY_FAST = ("reference", "mambapy")  # minutes a step or several GB beyond 2048 positions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per measurement")
     parser.add_argument("--impls", nargs="*", default=IMPLS)
-    parser.add_argument("--lengths", nargs="*", type=int, default=[512, 2048])
+    parser.add_argument("--lengths", nargs="*", type=int, default=[512, 2048, 8192], help="training lengths")
+    parser.add_argument("--prefill-lengths", nargs="*", type=int, default=[2048, 8192, 32768])
+    parser.add_argument(
+        "--prefill-chunk", type=int, default=2048, help="siger-chunked prefills in pieces of this many positions"
+    )
+    parser.add_argument("--full-logits-max", type=int, default=8192, help="full-logits prefill up to this length")
     parser.add_argument("--contexts", nargs="*", type=int, default=[128, 2048, 8192])
     parser.add_argument("--tokens-per-step", type=int, default=4096)
+    parser.add_argument(
+        "--base-src",
+        help="also measure siger from another checkout's core/src (impl siger@base), e.g. the commit before a change",
+    )
     parser.add_argument(
         "--only",
         nargs="*",
@@ -376,8 +430,12 @@ def main() -> None:
     shape = {"d_model": 256, "n_layers": 8, "d_state": 16, "vocab": VOCAB}
     if args.quick:
         shape = {"d_model": 32, "n_layers": 2, "d_state": 4, "vocab": 500}
-        args.rounds, args.steps, args.lengths, args.contexts, args.tokens_per_step = 1, 1, [64], [16, 64], 128
+        args.rounds, args.steps, args.tokens_per_step = 1, 1, 128
+        args.lengths, args.prefill_lengths, args.contexts, args.prefill_chunk = [64, 128], [64, 256], [16, 64], 32
+        args.full_logits_max = 64
     impls = [i for i in args.impls if available(i)]
+    if args.base_src:
+        impls.insert(1, "siger@base")
     skipped = sorted(set(args.impls) - set(impls))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if args.jemalloc:
@@ -385,7 +443,7 @@ def main() -> None:
             sys.exit(f"--jemalloc: {JEMALLOC} not found (apt-get install libjemalloc2)")
         env["LD_PRELOAD"] = JEMALLOC
 
-    # SigerLM's parameter count (at the longest length) sets the GPT-2's depth
+    # SigerLM's parameter count sets the GPT-2's depth
     probe = spawn(
         {
             "kind": "prefill",
@@ -400,10 +458,13 @@ def main() -> None:
     )
     shape["siger_params"] = probe["params"]
 
+    def runs_at(impl: str, length: int) -> bool:
+        return impl not in LONG_ONLY_FAST or length <= 2048
+
     jobs: list[tuple[str, dict[str, Any]]] = [("matmul", {"kind": "matmul", "n": 2048 if not args.quick else 256})]
     scan_shape = {
-        "batch": max(1, args.tokens_per_step // max(args.lengths)),
-        "length": max(args.lengths),
+        "batch": max(1, args.tokens_per_step // 2048),
+        "length": 2048 if not args.quick else 64,
         "d_inner": 2 * shape["d_model"],
         "d_state": shape["d_state"],
     }
@@ -411,27 +472,19 @@ def main() -> None:
         jobs.append((f"scan/{backend}", dict({"kind": "scan", "backend": backend}, **scan_shape)))
     for L in args.lengths if "train" in args.only else ():
         for impl in impls:
-            jobs.append(
-                (
-                    f"train/{L}/{impl}",
-                    {
-                        "kind": "train",
-                        "impl": impl,
-                        "length": L,
-                        "batch": max(1, args.tokens_per_step // L),
-                        "max_len": L,
-                    },
-                )
-            )
-    prefill_len = max(args.lengths)
-    for impl in impls if "prefill" in args.only else ():
-        if impl not in ("siger-plain-ce", "gpt2-lce"):
-            jobs.append(
-                (
-                    f"prefill/{prefill_len}/{impl}",
-                    {"kind": "prefill", "impl": impl, "length": prefill_len, "max_len": prefill_len},
-                )
-            )
+            if runs_at(impl, L):
+                spec = {"kind": "train", "impl": impl, "length": L, "batch": max(1, args.tokens_per_step // L)}
+                jobs.append((f"train/{L}/{impl}", dict(spec, max_len=L)))
+    prefill_impls = [i for i in impls if i not in ("siger-plain-ce", "gpt2-lce")]
+    for L in args.prefill_lengths if "prefill" in args.only else ():
+        for logits in ("last", "full") if L <= args.full_logits_max else ("last",):
+            for impl in prefill_impls + (["siger-chunked"] if L > args.prefill_chunk and logits == "last" else []):
+                if not runs_at(impl, L):
+                    continue
+                spec = {"kind": "prefill", "impl": impl, "length": L, "max_len": L, "logits": logits}
+                if impl == "siger-chunked":
+                    spec.update(impl="siger", chunk=args.prefill_chunk)
+                jobs.append((f"prefill/{L}/{logits}/{impl}", spec))
     new_tokens = 8 if args.quick else 64
     for ctx in args.contexts if "decode" in args.only else ():
         for impl in impls:
@@ -452,17 +505,23 @@ def main() -> None:
                 )
             )
 
+    cpu = cpu_info()
+    print(f"cpu: {cpu['model']}, {cpu['cores']} cores, {' '.join(cpu['vector'])}; {len(jobs)} jobs", file=sys.stderr)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in jobs}
     for r in range(args.rounds):
         for name, spec in jobs:
-            spec = dict(spec, shape=shape, threads=args.threads, steps=args.steps if spec["kind"] != "prefill" else 2)
+            steps = args.steps if spec["kind"] not in ("prefill",) else 2
+            spec = dict(spec, shape=shape, threads=args.threads, steps=steps, base_src=args.base_src)
             if spec.get("backend") in ("chunked", "reference"):
                 spec["steps"] = 2
             if spec.get("impl") == "reference" and spec.get("length", 0) >= 2048:
                 spec["steps"] = 1  # one step of the loop takes many seconds
+            if spec["kind"] == "train" and spec["length"] >= 8192:
+                spec["steps"] = min(spec["steps"], 2)
             started = time.perf_counter()
             result = spawn(spec, env)
             result["wall_s"] = round(time.perf_counter() - started, 1)
+            result["loadavg"] = os.getloadavg()[0]
             results[name].append(result)
             print(f"round {r + 1}/{args.rounds} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
 
@@ -476,12 +535,15 @@ def main() -> None:
     matmul = med("matmul", "gflops")
     report: dict[str, Any] = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu["model"],
+            "vector_extensions": cpu["vector"],
+            "cores": cpu["cores"],
             "threads": args.threads,
             "allocator": "jemalloc" if args.jemalloc else "glibc",
             "python": platform.python_version(),
             "torch": __import__("torch").__version__,
             "matmul_gflops": matmul,
+            "loadavg_during": [x["loadavg"] for rows in results.values() for x in rows],
         },
         "shape": shape,
         "skipped": skipped,
@@ -491,7 +553,9 @@ def main() -> None:
         "decode": {},
         "raw": results,
     }
-    print(f"\nmachine: {report['machine']}\nshape: {shape}; skipped (not installed): {skipped or 'none'}")
+    loads = report["machine"]["loadavg_during"]
+    print(f"\nmachine: {report['machine'] | {'loadavg_during': [min(loads), max(loads)]}}")
+    print(f"shape: {shape}; skipped (not installed): {skipped or 'none'}")
     if "scan" in args.only:
         print(f"\n## the scan alone, forward + backward, {scan_shape}")
         print("| back-end | ms | x fused | peak over inputs MB |\n|---|---|---|---|")
@@ -506,47 +570,79 @@ def main() -> None:
                 print(
                     f"| {backend} | {ms:.1f} | {base / ms:.3f} | {report['scan'][backend]['peak_over_inputs_mb']:.0f} |"
                 )
+
+    def mfu(name: str, tps: float, L: int, impl: str, passes: int) -> float | None:
+        """Model-FLOPs utilisation: 2 FLOPs per weight-matrix parameter per token and pass
+        (3 passes training, 1 prefill), plus GPT-2's attention (2 * L * d per layer and pass, causal)."""
+        flops = passes * 2 * one(name, "matmul_params")
+        if impl.startswith("gpt2"):
+            flops += passes * 2 * one(name, "layers") * L * shape["d_model"]
+        return tps * flops / (matmul * 1e9) if matmul else None
+
     if "train" in args.only:
-        print(f"\n## training tokens/s (forward + backward + AdamW), {args.tokens_per_step} tokens a step")
-        print("| length | impl | params | tokens/s | x siger | MFU | peak RSS MB | peak over model MB |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            f"\n## training tokens/s (forward + backward + AdamW), {args.tokens_per_step} tokens a step "
+            "(or one sequence)"
+        )
+        print("| length | impl | params | tokens/s | x siger | x gpt2-lce | MFU | peak RSS MB | peak over model MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for L in args.lengths if "train" in args.only else ():
         base = med(f"train/{L}/siger", "tokens_per_s")
+        lce = med(f"train/{L}/gpt2-lce", "tokens_per_s")
         for impl in impls:
             name = f"train/{L}/{impl}"
+            if name not in results:
+                continue
             tps = med(name, "tokens_per_s")
             if tps is None:
-                print(f"| {L} | {impl} | - | failed: {one(name, 'error')} | | | | |")
+                print(f"| {L} | {impl} | - | failed: {one(name, 'error')} | | | | | |")
                 continue
-            flops = 6 * one(name, "matmul_params")
-            if impl.startswith("gpt2"):
-                flops += 6 * one(name, "layers") * L * shape["d_model"]
-            mfu = tps * flops / (matmul * 1e9) if matmul else None
             row = {
                 "tokens_per_s": tps,
                 "ratio_to_siger": tps / base if base else None,
-                "mfu": mfu,
+                "ratio_to_gpt2_lce": tps / lce if lce else None,
+                "mfu": mfu(name, tps, L, impl, 3),
                 "params": one(name, "params"),
                 "peak_rss_mb": med(name, "peak_rss_mb"),
                 "peak_over_model_mb": med(name, "peak_over_model_mb"),
             }
             report["train"].setdefault(str(L), {})[impl] = row
             print(
-                f"| {L} | {impl} | {row['params'] / 1e6:.2f}M | {tps:.0f} | {row['ratio_to_siger']:.2f} | "
-                f"{mfu:.0%} | {row['peak_rss_mb']:.0f} | {row['peak_over_model_mb']:.0f} |"
+                f"| {L} | {impl} | {row['params'] / 1e6:.2f}M | {tps:.0f} | {fmt(row['ratio_to_siger'])} | "
+                f"{fmt(row['ratio_to_gpt2_lce'])} | {fmt(row['mfu'], '.0%')} | {row['peak_rss_mb']:.0f} | "
+                f"{row['peak_over_model_mb']:.0f} |"
             )
     if "prefill" in args.only:
-        print(f"\n## prefill tokens/s (no gradients), length {prefill_len}, batch 1")
-        print("| impl | tokens/s | x siger | peak RSS MB |\n|---|---|---|---|")
-    base = med(f"prefill/{prefill_len}/siger", "tokens_per_s")
-    for impl in impls if "prefill" in args.only else ():
-        tps = med(f"prefill/{prefill_len}/{impl}", "tokens_per_s")
-        if tps is not None:
-            report["prefill"][impl] = {
-                "tokens_per_s": tps,
-                "peak_rss_mb": med(f"prefill/{prefill_len}/{impl}", "peak_rss_mb"),
-            }
-            print(f"| {impl} | {tps:.0f} | {tps / base:.2f} | {report['prefill'][impl]['peak_rss_mb']:.0f} |")
+        print("\n## prefill tokens/s (no gradients), batch 1: the final hidden states, then the last position's")
+        print("## logits (last) or every position's (full), the same work for every implementation")
+        print("| length | logits | impl | tokens/s | x siger | x gpt2 | MFU | peak RSS MB | peak over model MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for L in args.prefill_lengths if "prefill" in args.only else ():
+        for logits in ("last", "full"):
+            base = med(f"prefill/{L}/{logits}/siger", "tokens_per_s")
+            gpt = med(f"prefill/{L}/{logits}/gpt2", "tokens_per_s")
+            for impl in prefill_impls + ["siger-chunked"]:
+                name = f"prefill/{L}/{logits}/{impl}"
+                if name not in results:
+                    continue
+                tps = med(name, "tokens_per_s")
+                if tps is None:
+                    print(f"| {L} | {logits} | {impl} | failed: {one(name, 'error')} | | | | | |")
+                    continue
+                row = {
+                    "tokens_per_s": tps,
+                    "ratio_to_siger": tps / base if base else None,
+                    "ratio_to_gpt2": tps / gpt if gpt else None,
+                    "mfu": mfu(name, tps, L, impl, 1) if logits == "full" else None,
+                    "peak_rss_mb": med(name, "peak_rss_mb"),
+                    "peak_over_model_mb": med(name, "peak_over_model_mb"),
+                }
+                report["prefill"].setdefault(f"{L}/{logits}", {})[impl] = row
+                print(
+                    f"| {L} | {logits} | {impl} | {tps:.0f} | {fmt(row['ratio_to_siger'])} | "
+                    f"{fmt(row['ratio_to_gpt2'])} | {fmt(row['mfu'], '.0%')} | {row['peak_rss_mb']:.0f} | "
+                    f"{row['peak_over_model_mb']:.0f} |"
+                )
     if "decode" in args.only:
         print(f"\n## decode, batch 1, {new_tokens} new tokens after the context")
         print(
@@ -573,6 +669,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwritten: {args.out}")
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":
