@@ -29,7 +29,10 @@ def test_siger_generate_runtime_onnxruntime(exports, model_dir, quantize):
         assert got == generate(model_dir, "torch")
 
 
-def test_openai_endpoint_through_onnxruntime(exports, tmp_path):
+@pytest.mark.parametrize(
+    "quantize", [pytest.param("none", marks=pytest.mark.slow), "int8", pytest.param("int4", marks=pytest.mark.slow)]
+)
+def test_openai_endpoint_through_onnxruntime(exports, tmp_path, quantize):
     from fastapi.testclient import TestClient
 
     from sigerlm.plugins import make_plugin_manager
@@ -40,7 +43,7 @@ def test_openai_endpoint_through_onnxruntime(exports, tmp_path):
 
     pm = make_plugin_manager(load="none")
     add_plugin(pm, onnx_hooks, "onnx")
-    settings = ServeSettings(model_dir=str(exports["int8"]), db=str(tmp_path / "s.db"), runtime="onnxruntime")
+    settings = ServeSettings(model_dir=str(exports[quantize]), db=str(tmp_path / "s.db"), runtime="onnxruntime")
     with TestClient(create_app(settings, pm)) as client:
         r = client.post(
             "/v1/chat/completions",

@@ -159,3 +159,40 @@ def _inputs(model, values):
     from sigerlm_timeseries.stream import whole_series_inputs
 
     return whole_series_inputs(model.adapter, values)
+
+
+@pytest.mark.slow
+def test_siger_export_onnx_then_siger_timeseries_predict_in_a_subprocess(pm, tmp_path):
+    """As a user runs it: ``siger export onnx`` on a saved series classifier, then ``siger
+    timeseries predict --runtime onnxruntime`` on the export (installed plugins, subprocesses)."""
+    import os
+    import subprocess
+    import sys
+
+    from sigerlm.assemble import build_model
+    from sigerlm.model.config import SigerConfig
+
+    torch.manual_seed(0)
+    build_model(pm, SigerConfig.from_profile("tiny"), {**CLASSIFIER, "readout": "last"}).save(tmp_path / "cls")
+    ts = write_ts(tmp_path / "w.ts", 3, 12)
+
+    def siger(*args):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        code = "from sigerlm.cli import main; main()"
+        done = subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = tmp_path / "cls-onnx"
+    siger("export", "onnx", tmp_path / "cls", "--out", out, "--parity-steps", 4, "--parity-positions", 20)
+    assert json.loads((out / "config.json").read_text())["onnx"]["input"] == "inputs_embeds"
+    got = [
+        json.loads(line)
+        for line in siger("timeseries", "predict", out, ts, "--json", "--runtime", "onnxruntime").splitlines()
+    ]
+    want = [json.loads(line) for line in siger("timeseries", "predict", tmp_path / "cls", ts, "--json").splitlines()]
+    assert [g["class"] for g in got] == [w["class"] for w in want] and len(got) == 3
+    for g, w in zip(got, want, strict=True):
+        assert g["probabilities"]["sine"] == pytest.approx(w["probabilities"]["sine"], abs=1e-5)
