@@ -12,8 +12,14 @@ are silenced so every request decodes exactly ``--new-tokens`` tokens and every 
 The server gets ``--threads`` torch threads; the clients run in this process (asyncio, a
 minimal HTTP client).
 
+``--runtimes torch,onnxruntime`` also exports the model (sigerlm-onnx, ``--onnx-quantize``) and
+runs the largest client count against a server started with ``--runtime onnxruntime`` on the
+export; the two batched servers are run one after the other, alternating ``--rounds`` times, and
+the ratio of their median tokens/s is reported.
+
     python benchmarks/serve.py --threads 1 --out docs/benchmarks/serve.json
     python benchmarks/serve.py --quick          # a tiny model and little load (a smoke test)
+    python benchmarks/serve.py --runtimes torch,onnxruntime --clients 16 --rounds 3
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# benchmarks/onnx.py is beside this file: keep the folder off the path so `import onnx` finds the package
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
 TEXT = (
     "Nyak haga mengan di pekon. Saya mau makan di kampung. I want to eat in the village. "
@@ -68,10 +78,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: Path, db: Path, threads: int, max_batch: int, max_new_tokens: int, malloc: str | None):
+    def __init__(
+        self,
+        model: Path,
+        db: Path,
+        threads: int,
+        max_batch: int,
+        max_new_tokens: int,
+        malloc: str | None,
+        runtime: str = "torch",
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SIGER_LOAD_PLUGINS": "text,serving", "OMP_NUM_THREADS": str(threads)}
+        plugins = "text,serving" if runtime == "torch" else "text,serving,onnx"
+        env = {**os.environ, "SIGER_LOAD_PLUGINS": plugins, "OMP_NUM_THREADS": str(threads)}
         if malloc:
             env["LD_PRELOAD"] = malloc
         self.proc = subprocess.Popen(
@@ -95,6 +115,8 @@ class Server:
                 str(max_new_tokens),
                 "--log-level",
                 "warning",
+                "--runtime",
+                runtime,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -202,10 +224,16 @@ def main() -> None:
         default=JEMALLOC if Path(JEMALLOC).exists() else None,
         help="a malloc library preloaded into the server (default: jemalloc when installed; '' for glibc)",
     )
+    parser.add_argument("--runtimes", default="torch", help="torch,onnxruntime: compare at the largest client count")
+    parser.add_argument("--onnx-quantize", default="none", choices=["none", "int8", "int4"])
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the runtime comparison")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
         args.new_tokens, args.requests, args.clients = 16, 1, [1, 4]
+    runtimes = args.runtimes.split(",")
+    if runtimes != ["torch"]:
+        return compare_runtimes(args, runtimes)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_model(Path(tmp) / "model", args.quick)
         rows = []
@@ -251,6 +279,60 @@ def main() -> None:
         f"{report['batched_over_one_at_a_time']:.2f}x"
     )
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def export_onnx(model: Path, out: Path, quantize: str) -> Path:
+    from sigerlm.assemble import load_model
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm_onnx.export import export_folder
+    from sigerlm_onnx.hooks import ExportOptions
+
+    return export_folder(load_model(model, make_plugin_manager()), out, ExportOptions(quantize=quantize, parity=False))
+
+
+def compare_runtimes(args: argparse.Namespace, runtimes: list[str]) -> None:
+    """The largest client count against one batched server per runtime, alternating."""
+    most = max(args.clients)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or build_model(Path(tmp) / "model", args.quick)
+        folders = {"torch": model}
+        if "onnxruntime" in runtimes:
+            folders["onnxruntime"] = export_onnx(model, Path(tmp) / "onnx", args.onnx_quantize)
+        rows: list[dict] = []
+        for r in range(args.rounds):
+            for runtime in runtimes:
+                db = Path(tmp) / f"{runtime}{r}.db"
+                server = Server(folders[runtime], db, args.threads, 32, args.new_tokens, args.malloc, runtime)
+                try:
+                    row = asyncio.run(load(server.port, most, args.requests, args.new_tokens))
+                finally:
+                    server.stop()
+                rows.append({"runtime": runtime, "round": r, **row})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    median = {rt: statistics.median(r["tokens_per_s"] for r in rows if r["runtime"] == rt) for rt in runtimes}
+    print("| runtime | clients | tokens/s (median) | latency p50 s | first token p50 s | errors |")
+    print("|---|---|---|---|---|---|")
+    for rt in runtimes:
+        mine = [r for r in rows if r["runtime"] == rt]
+        lat = statistics.median(r["latency_p50_s"] for r in mine)
+        first = statistics.median(r["first_token_p50_s"] for r in mine)
+        errors = sum(r["errors"] for r in mine)
+        print(f"| {rt} | {most} | {median[rt]:.0f} | {lat:.3f} | {first:.3f} | {errors} |")
+    base = runtimes[0]
+    for rt in runtimes[1:]:
+        print(f"\n{rt} / {base} at {most} streaming clients: {median[rt] / median[base]:.2f}x")
+    if args.out:
+        report = {
+            "threads": args.threads,
+            "new_tokens": args.new_tokens,
+            "requests_per_client": args.requests,
+            "onnx_quantize": args.onnx_quantize,
+            "model": str(args.model) if args.model else ("random tiny" if args.quick else "random small (vocab 8000)"),
+            "rows": rows,
+            "median_tokens_per_s": median,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
