@@ -38,7 +38,7 @@ FORECASTING = {
 
 
 def plugin_manager():
-    from sigerlm.testing import add_plugin, kit_plugin_manager
+    from sigerlm_testkit import add_plugin, kit_plugin_manager
     from sigerlm_timeseries import hooks
 
     pm = kit_plugin_manager()
@@ -47,7 +47,7 @@ def plugin_manager():
 
 
 def run(pm, manifest, out_dir):
-    from sigerlm.testing import run_manifest_with
+    from sigerlm_testkit import run_manifest_with
 
     return run_manifest_with(pm, manifest, out_dir, force=True).results["steps"]
 

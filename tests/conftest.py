@@ -1,5 +1,5 @@
 from pathlib import Path
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 import pytest
 
 from sigerlm.plugins import installed_entry_points
-from sigerlm.testing import assert_imports_without_torch
+from sigerlm_testkit import assert_imports_without_torch
 
 PLUGINS = sorted(installed_entry_points().items())
 

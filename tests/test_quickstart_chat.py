@@ -8,7 +8,7 @@ import pytest
 
 from sigerlm.manifest import load_manifest
 from sigerlm.run import execute
-from sigerlm.testing import manifest_test_overrides
+from sigerlm_testkit import manifest_test_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,7 @@ def test_example_plugin_in_a_fresh_venv(tmp_path):
     light = [d for d in core_deps if re.split(r"[<>=!~ ]", d)[0] not in {"torch", "numpy"}]
     sh(pip + light + ["pytest"])
     # regular (non-editable) installs, built from the folders
-    sh(pip + ["--no-deps", ROOT / "core", HELLO])
+    sh(pip + ["--no-deps", ROOT / "core", ROOT / "testkit", HELLO])
 
     where = sh([python, "-c", "import sigerlm, siger_hello; print(sigerlm.__file__); print(siger_hello.__file__)"])
     for path in where.split():

@@ -15,7 +15,7 @@ from sigerlm.model.checkpoint import (
     save_model_folder,
 )
 from sigerlm.model.config import SigerConfig
-from sigerlm.testing import kit_plugin_manager
+from sigerlm_testkit import kit_plugin_manager
 
 ADAPTER = {"use": "random-embedding", "vocab_size": 32}
 

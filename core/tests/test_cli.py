@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sigerlm.testing import install_testkit, write_distribution
+from sigerlm_testkit import install_testkit, write_distribution
 
 MANIFEST = textwrap.dedent(
     """\

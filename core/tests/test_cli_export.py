@@ -14,7 +14,7 @@ from sigerlm.assemble import build_model
 from sigerlm.cli import build_app
 from sigerlm.errors import SigerError
 from sigerlm.model.config import SigerConfig
-from sigerlm.testing import add_plugin, kit_plugin_manager
+from sigerlm_testkit import add_plugin, kit_plugin_manager
 
 
 class DumpOptions(BaseModel):

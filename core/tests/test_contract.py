@@ -15,7 +15,7 @@ from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
 from sigerlm.run import Run
 from sigerlm.runtime import TorchRuntime
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 
 DATA = {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 4}
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sigerlm.testing import assert_imports_without_torch
+from sigerlm_testkit import assert_imports_without_torch
 
 
 @pytest.mark.parametrize(
@@ -18,7 +18,7 @@ from sigerlm.testing import assert_imports_without_torch
         "sigerlm.cli",
         "sigerlm.builtins",
         "sigerlm.model",
-        "sigerlm.testing",
+        "sigerlm_testkit",
     ],
 )
 def test_module_does_not_import_torch(module):

@@ -6,7 +6,7 @@ import pytest
 
 from sigerlm.errors import PluginLoadError
 from sigerlm.plugins import make_plugin_manager
-from sigerlm.testing import add_plugin, write_distribution
+from sigerlm_testkit import add_plugin, write_distribution
 
 GOOD = textwrap.dedent(
     """

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sigerlm import hookimpl
 from sigerlm.errors import ManifestError, RunFolderError
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 
 MANIFEST = {
     "siger": 1,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sigerlm.testing import install_testkit, write_distribution
+from sigerlm_testkit import install_testkit, write_distribution
 from sigerlm.training.options import TrainOptions
 from sigerlm.training.train import lr_at, param_groups
 
@@ -92,7 +92,7 @@ SLOW_PLUGIN = textwrap.dedent(
     import time
     from pydantic import BaseModel, ConfigDict
     from sigerlm import hookimpl
-    from sigerlm.testing.components import RandomTokens
+    from sigerlm_testkit.components import RandomTokens
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")

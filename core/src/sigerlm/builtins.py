@@ -2,7 +2,7 @@
 
 The selective-SSM block ``ssm``, the ``torch`` runtime and the ``train`` step. Factories import
 torch when they are called, not here. (The test kit's dummy components are registered by the
-test kit's fixtures only: ``sigerlm.testing``.)
+test kit's fixtures only: ``sigerlm_testkit``.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 from sigerlm_example import hooks
 
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 
 
 def test_example_step_runs_in_a_manifest(plugin_manager, run_manifest):

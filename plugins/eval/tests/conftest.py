@@ -1,6 +1,6 @@
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 TEXTS = [
     "Saya mau makan nasi goreng di warung dekat rumah.",
@@ -49,7 +49,7 @@ def model_dir(text_model, tmp_path_factory):
 @pytest.fixture
 def eval_pm(plugin_manager):
     """Core, the test kit, sigerlm-text and sigerlm-eval."""
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
 
     add_plugin(plugin_manager, "sigerlm_text.hooks", "text")
     add_plugin(plugin_manager, "sigerlm_eval.hooks", "eval")

@@ -12,7 +12,7 @@ def test_quickstart_task_on_the_quickstart_model(tmp_path, monkeypatch, capsys):
     from sigerlm.cli import main
     from sigerlm.manifest import load_manifest
     from sigerlm.run import execute
-    from sigerlm.testing import manifest_test_overrides
+    from sigerlm_testkit import manifest_test_overrides
 
     manifest = ROOT / "registry" / "manifests" / "quickstart.yaml"
     monkeypatch.chdir(ROOT)

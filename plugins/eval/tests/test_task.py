@@ -65,7 +65,7 @@ def copa(tmp_path, write_jsonl):
 
 
 def test_eval_models_side_by_side(model_dir, eval_pm, tmp_path, copa):
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
 
     add_plugin(eval_pm, Foreign(), "foreign")
     task = task_file(

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 # A small Lampung data folder: enough to build every stage in a second.
 TINY_PAIRS = [

@@ -183,7 +183,7 @@ def test_the_lampung_translation_evaluator_gives_the_cli_s_figures(tiny_data, tm
     import types
 
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_lampung import hooks
 
     pm = make_plugin_manager(load="none")

@@ -52,7 +52,7 @@ def test_lampung_in_a_fresh_venv_with_core_and_text(tmp_path):
     # setuptools torch asks for (the venv ships an older one ahead of the linked folder)
     sh(pip + ["hatchling", "editables", "setuptools>=77.0.3"])
     offline = pip + ["--no-index", "--no-build-isolation"]
-    sh(offline + ["--no-deps", "-e", ROOT / "core", "-e", ROOT / "plugins" / "text"])
+    sh(offline + ["--no-deps", "-e", ROOT / "core", "-e", ROOT / "testkit", "-e", ROOT / "plugins" / "text"])
     sh(offline + ["-e", ROOT / "plugins" / "lampung"])  # its own dependencies resolve, with no index
 
     plugins = {r["name"]: r for r in json.loads(sh([venv / "bin" / "siger", "plugins", "--json"]))}

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_lampung import hooks
 
 

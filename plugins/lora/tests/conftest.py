@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 ROWS = [
     {"lampung": "nyak haga mengan", "indonesian": "saya mau makan", "english": "I want to eat"},

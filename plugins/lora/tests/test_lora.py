@@ -76,7 +76,7 @@ def test_works_on_a_plugin_block_by_module_name(plugin_manager, tiny_config):
     """A third-party block with its own linear layer names is adapted by name."""
     from sigerlm import hookimpl
     from sigerlm.model.backbone import Backbone
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
 
     class MixBlock(nn.Module):
         def __init__(self, config, layer_idx):

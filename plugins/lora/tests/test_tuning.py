@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from sigerlm import hookimpl
 from sigerlm.model.checkpoint import read_tensors
 from sigerlm.plugins import make_plugin_manager
-from sigerlm.testing import manifest_test_overrides, run_manifest_with
+from sigerlm_testkit import manifest_test_overrides, run_manifest_with
 from sigerlm_lora import LoraError, load_adapter, read_adapter, set_adapter
 from sigerlm_text.model import lm_forward, load_text_model
 
@@ -40,7 +40,7 @@ class Capture:
 
 def manager():
     pm = make_plugin_manager(load=["text", "lora"], required=["text", "lora"])
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
 
     add_plugin(pm, Capture(), "capture")
     return pm

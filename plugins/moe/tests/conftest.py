@@ -1,1 +1,1 @@
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]

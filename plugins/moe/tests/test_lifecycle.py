@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sigerlm.assemble import load_model
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
 
 DATA = {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 8}

@@ -11,7 +11,7 @@ from sigerlm.errors import ManifestError
 from sigerlm.manifest import load_manifest
 from sigerlm.model.config import SigerConfig
 from sigerlm.run import Run
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
 from sigerlm_moe.block import MoEBranch
 from sigerlm_moe.hooks import MoEOptions

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
 from sigerlm_moe.sizing import Hardware, resolve_sizing
 from sigerlm_moe.steps import GateClosed

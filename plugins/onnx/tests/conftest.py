@@ -1,6 +1,6 @@
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 TEXTS = [
     "Nyak haga mengan di pekon.",
@@ -48,7 +48,7 @@ def exports(model_dir, tmp_path_factory):
     """``exports[q]``: the tiny model exported with quantization ``q`` (made on first use)."""
     from sigerlm.assemble import load_model
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
     from sigerlm_text import hooks as text_hooks
 

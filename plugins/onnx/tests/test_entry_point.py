@@ -1,6 +1,6 @@
 """The installed distribution exposes its hooks module, and its hooks match the specs."""
 
-from sigerlm.testing import assert_imports_without_torch, check_entry_point
+from sigerlm_testkit import assert_imports_without_torch, check_entry_point
 
 
 def test_entry_point_loads_and_matches_specs():

@@ -1,6 +1,6 @@
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 TEXTS = [
     "Nyak haga mengan di pekon.",

@@ -409,7 +409,7 @@ def test_the_lampung_plugin_adds_its_routes_behind_the_key_check(model_dir, tmp_
     from fastapi.testclient import TestClient
 
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_lampung import hooks as lampung_hooks
     from sigerlm_serving import hooks
     from sigerlm_serving.app import create_app

@@ -46,7 +46,7 @@ class FakeLampung:
 
 def build(model_dir, db, plugins=()):
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
 

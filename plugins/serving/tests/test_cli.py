@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 @pytest.fixture
 def app(plugin_manager):
     from sigerlm.cli import build_app
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_serving import hooks
 
     add_plugin(plugin_manager, hooks, "serving")

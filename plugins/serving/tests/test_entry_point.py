@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from sigerlm.testing import assert_imports_without_torch, check_entry_point
+from sigerlm_testkit import assert_imports_without_torch, check_entry_point
 
 
 def test_entry_point_loads_and_matches_specs():
@@ -20,7 +20,7 @@ def test_hooks_and_commands_stay_light():
     code = (
         "import sys\n"
         "from sigerlm.plugins import make_plugin_manager\n"
-        "from sigerlm.testing import add_plugin\n"
+        "from sigerlm_testkit import add_plugin\n"
         "from sigerlm.cli import build_app\n"
         "import sigerlm_serving.hooks as hooks\n"
         "pm = make_plugin_manager(load='none')\n"

@@ -16,7 +16,7 @@ def quickstart_model(tmp_path_factory):
 
     from sigerlm.manifest import load_manifest
     from sigerlm.run import execute
-    from sigerlm.testing import manifest_test_overrides
+    from sigerlm_testkit import manifest_test_overrides
 
     folder = tmp_path_factory.mktemp("quickstart")
     path = ROOT / "registry" / "manifests" / "quickstart.yaml"

@@ -9,7 +9,7 @@ import torch
 from sigerlm import hookimpl
 from sigerlm.model.config import SigerConfig
 from sigerlm.runtime import TorchRuntime
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.chat_session import ChatSession, PromptBuilder, collect_commands
 from sigerlm_text.generation import GenerationConfig, Generator

@@ -8,7 +8,7 @@ import torch
 
 from sigerlm.errors import SigerError
 from sigerlm.paths import data_dir
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.chat import instruction_to_messages, render
 from sigerlm_text.corpus import build_corpus, load_config

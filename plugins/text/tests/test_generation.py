@@ -10,7 +10,7 @@ import torch
 
 from sigerlm.model.config import SigerConfig
 from sigerlm.runtime import TorchRuntime
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.generation import GenerationConfig, GenerationError, Generator
 from sigerlm_text.model import lm_forward, load_text_model, text_model
@@ -246,7 +246,7 @@ def test_the_runtime_comes_from_the_registry_by_name(random_model, tmp_path):
     """``--runtime`` picks a runtime another plugin registers; bad input is a one-line error."""
     import os
 
-    from sigerlm.testing import write_distribution
+    from sigerlm_testkit import write_distribution
 
     random_model.save(tmp_path / "m")
     site = write_distribution(tmp_path / "site", "fake-rt", {"fake_rt.hooks": RUNTIME_PLUGIN}, {"rt": "fake_rt.hooks"})

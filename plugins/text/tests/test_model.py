@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from sigerlm.model.checkpoint import CheckpointError
 from sigerlm.model.config import SigerConfig
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.model import lm_forward, load_text_model, text_model
 from sigerlm_text.tokenizers.base import TokenizerError
@@ -78,7 +78,7 @@ def test_loading_with_another_tokenizer_is_refused(tokenizer, tmp_path):
 
 def test_a_folder_of_another_adapter_is_not_a_text_model(tmp_path):
     from sigerlm.assemble import build_model
-    from sigerlm.testing import kit_plugin_manager
+    from sigerlm_testkit import kit_plugin_manager
 
     pm = kit_plugin_manager()
     add_plugin(pm, hooks, "text")

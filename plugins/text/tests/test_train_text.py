@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sigerlm.errors import ManifestError, RunFolderError
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 from sigerlm_text import hooks
 from sigerlm_text.tokenizers.bpe import BPETokenizer
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest_plugins = ["sigerlm.testing"]
+pytest_plugins = ["sigerlm_testkit"]
 
 
 def sine_square(n: int, length: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
@@ -48,7 +48,7 @@ def synth():
 
 @pytest.fixture
 def pm(plugin_manager):
-    from sigerlm.testing import add_plugin
+    from sigerlm_testkit import add_plugin
     from sigerlm_timeseries import hooks
 
     add_plugin(plugin_manager, hooks, "timeseries")

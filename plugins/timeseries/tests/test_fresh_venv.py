@@ -48,7 +48,7 @@ def test_core_and_timeseries_alone_in_a_fresh_venv(tmp_path):
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     sh(pip + ["hatchling", "editables", "setuptools>=77.0.3"])
     offline = pip + ["--no-index", "--no-build-isolation"]
-    sh(offline + ["--no-deps", ROOT / "core"])
+    sh(offline + ["--no-deps", ROOT / "core", ROOT / "testkit"])
     sh(offline + [f"{PLUGIN}[test]"])  # a regular install; its dependencies resolve with no index
 
     where = sh([python, "-c", "import sigerlm_timeseries; print(sigerlm_timeseries.__file__)"]).strip()

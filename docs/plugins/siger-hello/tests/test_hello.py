@@ -1,6 +1,6 @@
 from siger_hello import hooks
 
-from sigerlm.testing import add_plugin
+from sigerlm_testkit import add_plugin
 
 
 def test_hello_step_writes_greetings(plugin_manager, run_manifest, tmp_path):

@@ -2,7 +2,7 @@
 
 Use it from a plugin's ``conftest.py``::
 
-    pytest_plugins = ["sigerlm.testing"]
+    pytest_plugins = ["sigerlm_testkit"]
 
 Fixtures:
 
@@ -46,7 +46,7 @@ def add_plugin(pm: SigerPluginManager, plugin: ModuleType | str | Any, name: str
 
 def kit_plugin_manager(load: Any = "none") -> SigerPluginManager:
     """``make_plugin_manager(load)`` plus the test kit's dummy components (plugin ``testkit``)."""
-    from sigerlm.testing import components
+    from sigerlm_testkit import components
 
     pm = make_plugin_manager(load=load)
     add_plugin(pm, components, "testkit")
@@ -159,7 +159,7 @@ def write_distribution(
 def install_testkit(site: str | Path) -> Path:
     """Lay out the test kit as an installed plugin ``testkit`` in ``site`` (for a ``siger``
     subprocess: put ``site`` on its ``PYTHONPATH``). Nothing registers it otherwise."""
-    return write_distribution(site, "sigerlm-testkit", {}, {"testkit": "sigerlm.testing.components"})
+    return write_distribution(site, "sigerlm-testkit", {}, {"testkit": "sigerlm_testkit.components"})
 
 
 def assert_imports_without_torch(module: str) -> None:
