@@ -297,6 +297,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         out["layers"] = model.layers
     vocab = shape["vocab"]
 
+    if kind == "profile":
+        return dict(out, **profile_step(model, spec))
     if kind == "train":
         b, L = spec["batch"], spec["length"]
         ids = torch.randint(0, vocab, (b, L))
@@ -347,6 +349,54 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     out["peak_rss_mb"] = peak_mb()
     out["peak_over_model_mb"] = out["peak_rss_mb"] - base
     return out
+
+
+def profile_step(model: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """One training step (after a warm-up step) under ``torch.profiler``: self CPU time per op
+    (autograd Functions, such as the fused scan, appear under their own names, their backward
+    as ``...Backward``) and, through forward hooks, the forward time of each layer."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    b, L = spec["batch"], spec["length"]
+    ids = torch.randint(0, spec["shape"]["vocab"], (b, L))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    handles = []
+    for name, module in model.named_modules():
+        if name.startswith("backbone.layers.") and name.count(".") == 2 or name == "backbone.norm_f":
+            ranges: list[Any] = []
+            handles.append(
+                module.register_forward_pre_hook(
+                    lambda m, a, n=name, r=ranges: r.append(record_function(f"## forward {n}").__enter__())
+                )
+            )
+            handles.append(module.register_forward_hook(lambda m, a, o, r=ranges: r.pop().__exit__(None, None, None)))
+
+    def step() -> None:
+        with record_function("## forward + loss"):
+            loss = model.loss(ids)
+        with record_function("## backward"):
+            loss.backward()
+        with record_function("## optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        wall = time.perf_counter() - start
+    for h in handles:
+        h.remove()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events if not e.key.startswith("## ")) / 1e3
+    ops = sorted(
+        ((e.key, e.self_cpu_time_total / 1e3, e.count) for e in events if not e.key.startswith("## ")),
+        key=lambda x: -x[1],
+    )
+    ranges = {e.key[3:]: e.cpu_time_total / 1e3 for e in events if e.key.startswith("## ")}
+    return {"step_ms": wall * 1e3, "self_ms_total": total, "ops": ops[:30], "ranges_ms": ranges}
 
 
 # -- orchestration ---------------------------------------------------------------------------
@@ -414,9 +464,9 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["train", "prefill", "decode", "scan"],
+        choices=["train", "prefill", "decode", "scan", "profile"],
         default=["train", "prefill", "decode", "scan"],
-        help="sections to run",
+        help="sections to run (profile: one siger training step per length under torch.profiler)",
     )
     parser.add_argument("--jemalloc", action="store_true", help=f"preload {JEMALLOC} in the measurements")
     parser.add_argument("--quick", action="store_true", help="a tiny shape, one round: checks the script works")
@@ -475,6 +525,9 @@ def main() -> None:
             if runs_at(impl, L):
                 spec = {"kind": "train", "impl": impl, "length": L, "batch": max(1, args.tokens_per_step // L)}
                 jobs.append((f"train/{L}/{impl}", dict(spec, max_len=L)))
+    for L in args.lengths if "profile" in args.only else ():
+        spec = {"kind": "profile", "impl": "siger", "length": L, "batch": max(1, args.tokens_per_step // L)}
+        jobs.append((f"profile/{L}", dict(spec, max_len=L)))
     prefill_impls = [i for i in impls if i not in ("siger-plain-ce", "gpt2-lce")]
     for L in args.prefill_lengths if "prefill" in args.only else ():
         for logits in ("last", "full") if L <= args.full_logits_max else ("last",):
@@ -643,6 +696,23 @@ def main() -> None:
                     f"{fmt(row['ratio_to_gpt2'])} | {fmt(row['mfu'], '.0%')} | {row['peak_rss_mb']:.0f} | "
                     f"{row['peak_over_model_mb']:.0f} |"
                 )
+    for L in args.lengths if "profile" in args.only else ():
+        prof = next((x for x in results[f"profile/{L}"] if "ops" in x), None)
+        if prof is None:
+            print(f"\n## profile at {L}: failed: {one(f'profile/{L}', 'error')}")
+            continue
+        report.setdefault("profile", {})[str(L)] = prof
+        print(f"\n## profile of one siger training step at {L} ({prof['step_ms']:.0f} ms under the profiler)")
+        print("| range | ms | share of the step |\n|---|---|---|")
+        for key, ms in sorted(prof["ranges_ms"].items(), key=lambda kv: -kv[1]):
+            if not key.startswith("forward backbone.layers.") or key.endswith(".0"):
+                print(f"| {key} | {ms:.0f} | {ms / prof['step_ms']:.1%} |")
+        layers = [ms for key, ms in prof["ranges_ms"].items() if key.startswith("forward backbone.layers.")]
+        if layers:
+            print(f"| forward, each of {len(layers)} layers (median) | {statistics.median(layers):.0f} | |")
+        print("| op (self time) | ms | share of the step | calls |\n|---|---|---|---|")
+        for key, ms, count in prof["ops"][:20]:
+            print(f"| {key} | {ms:.0f} | {ms / prof['step_ms']:.1%} | {count} |")
     if "decode" in args.only:
         print(f"\n## decode, batch 1, {new_tokens} new tokens after the context")
         print(
