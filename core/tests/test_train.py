@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sigerlm_testkit import install_testkit, write_distribution
 from sigerlm.training.options import TrainOptions
 from sigerlm.training.train import lr_at, param_groups
+from sigerlm_testkit import install_testkit, write_distribution
 
 MANIFEST = {
     "siger": 1,

@@ -183,8 +183,8 @@ def test_the_lampung_translation_evaluator_gives_the_cli_s_figures(tiny_data, tm
     import types
 
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_lampung import hooks
+    from sigerlm_testkit import add_plugin
 
     pm = make_plugin_manager(load="none")
     add_plugin(pm, hooks, "lampung")

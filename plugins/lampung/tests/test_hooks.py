@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-from sigerlm_testkit import add_plugin
 from sigerlm_lampung import hooks
+from sigerlm_testkit import add_plugin
 
 
 def test_chat_commands_through_the_text_plugin(plugin_manager, monkeypatch, translator):

@@ -106,9 +106,9 @@ def test_routes_inside_the_real_server(tiny_data, tmp_path, monkeypatch):
 
     from sigerlm.model.config import SigerConfig
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
+    from sigerlm_testkit import add_plugin
     from sigerlm_text import hooks as text_hooks
     from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer
@@ -211,10 +211,10 @@ def test_translations_count_against_the_servers_per_key_limit(tiny_data, tmp_pat
 
     from sigerlm.model.config import SigerConfig
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_serving.app import create_app
     from sigerlm_serving.service import key_id
     from sigerlm_serving.settings import ServeSettings
+    from sigerlm_testkit import add_plugin
     from sigerlm_text import hooks as text_hooks
     from sigerlm_text.model import text_model
     from sigerlm_text.tokenizers.bpe import BPETokenizer

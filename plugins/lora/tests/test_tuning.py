@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from sigerlm import hookimpl
 from sigerlm.model.checkpoint import read_tensors
 from sigerlm.plugins import make_plugin_manager
-from sigerlm_testkit import manifest_test_overrides, run_manifest_with
 from sigerlm_lora import LoraError, load_adapter, read_adapter, set_adapter
+from sigerlm_testkit import manifest_test_overrides, run_manifest_with
 from sigerlm_text.model import lm_forward, load_text_model
 
 REPO = Path(__file__).resolve().parents[3]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sigerlm.assemble import load_model
-from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
+from sigerlm_testkit import add_plugin
 
 DATA = {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 8}
 SHRINK = {"d_model": 16, "n_layers": 4, "d_state": 4, "max_seq_len": 16}

@@ -11,10 +11,10 @@ from sigerlm.errors import ManifestError
 from sigerlm.manifest import load_manifest
 from sigerlm.model.config import SigerConfig
 from sigerlm.run import Run
-from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
 from sigerlm_moe.block import MoEBranch
 from sigerlm_moe.hooks import MoEOptions
+from sigerlm_testkit import add_plugin
 
 ADAPTER = {"use": "random-embedding", "vocab_size": 64}
 DATA = {"use": "random-tokens", "vocab_size": 64, "seq_len": 16, "batch_size": 4, "num_batches": 4}

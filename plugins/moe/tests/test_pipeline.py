@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from sigerlm_testkit import add_plugin
 from sigerlm_moe import hooks
 from sigerlm_moe.sizing import Hardware, resolve_sizing
 from sigerlm_moe.steps import GateClosed
+from sigerlm_testkit import add_plugin
 
 VPS = Hardware(cpu_cores=2, ram_gb=4)
 WORKSTATION = Hardware(cpu_cores=16, ram_gb=64)

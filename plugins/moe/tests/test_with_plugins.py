@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from sigerlm.plugins import make_plugin_manager
-from sigerlm_testkit import add_plugin, install_testkit
 from sigerlm_moe import hooks
+from sigerlm_testkit import add_plugin, install_testkit
 from sigerlm_text import hooks as text_hooks
 from sigerlm_text.generation import GenerationConfig, Generator
 from sigerlm_text.model import lm_forward, load_text_model

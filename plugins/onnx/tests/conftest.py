@@ -48,8 +48,8 @@ def exports(model_dir, tmp_path_factory):
     """``exports[q]``: the tiny model exported with quantization ``q`` (made on first use)."""
     from sigerlm.assemble import load_model
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin
     from sigerlm_text import hooks as text_hooks
 
     class Exports(dict):

@@ -9,8 +9,8 @@ from torch import nn
 def load(folder):
     from sigerlm.assemble import load_model
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin
     from sigerlm_text import hooks as text_hooks
 
     pm = make_plugin_manager(load="none")

@@ -36,10 +36,10 @@ def test_openai_endpoint_through_onnxruntime(exports, tmp_path, quantize):
     from fastapi.testclient import TestClient
 
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
+    from sigerlm_testkit import add_plugin
 
     pm = make_plugin_manager(load="none")
     add_plugin(pm, onnx_hooks, "onnx")
@@ -77,8 +77,8 @@ def test_eval_generation_step_on_an_exported_folder(exports, model_dir, tmp_path
     """A manifest whose model is the export (``init_from``) runs ``eval-generation`` with
     ``runtime: onnxruntime``; its predictions equal the torch runtime's."""
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin, run_manifest_with
     from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin, run_manifest_with
     from sigerlm_text import hooks as text_hooks
 
     pm = make_plugin_manager(load="none")

@@ -9,8 +9,8 @@ import torch
 
 def plugin_manager_with_onnx():
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin
     from sigerlm_text import hooks as text_hooks
 
     pm = make_plugin_manager(load="none")

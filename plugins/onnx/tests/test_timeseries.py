@@ -20,8 +20,8 @@ FORECASTER = {"use": "series", "head": "forecast", "horizon": 3, "patch": 2, "no
 @pytest.fixture
 def pm():
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin
     from sigerlm_timeseries import hooks as series_hooks
 
     manager = make_plugin_manager(load="none")

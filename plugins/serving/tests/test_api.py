@@ -409,11 +409,11 @@ def test_the_lampung_plugin_adds_its_routes_behind_the_key_check(model_dir, tmp_
     from fastapi.testclient import TestClient
 
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_lampung import hooks as lampung_hooks
     from sigerlm_serving import hooks
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
+    from sigerlm_testkit import add_plugin
 
     pm = make_plugin_manager(load="none")
     add_plugin(pm, hooks, "serving")

@@ -46,9 +46,9 @@ class FakeLampung:
 
 def build(model_dir, db, plugins=()):
     from sigerlm.plugins import make_plugin_manager
-    from sigerlm_testkit import add_plugin
     from sigerlm_serving.app import create_app
     from sigerlm_serving.settings import ServeSettings
+    from sigerlm_testkit import add_plugin
 
     pm = make_plugin_manager(load="none")
     for plugin in plugins:

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 @pytest.fixture
 def app(plugin_manager):
     from sigerlm.cli import build_app
-    from sigerlm_testkit import add_plugin
     from sigerlm_serving import hooks
+    from sigerlm_testkit import add_plugin
 
     add_plugin(plugin_manager, hooks, "serving")
     return build_app(plugin_manager)
