@@ -111,15 +111,22 @@ def test_a_medium_folder_into_small_moe_is_refused_with_both_shapes(pm, tmp_path
 
 
 def toy_dead_share(aux_loss_weight, seed=0, steps=200):
-    """Train one branch (8 experts, top-1) on a regression every expert could solve; return the
-    share of experts that receive no token of a fresh batch."""
+    """Train one branch (8 experts, top-1) on a regression whose inputs come from 8 clusters, a
+    task the experts could share; return the share of experts that receive no token of a fresh
+    batch. (Inputs around a single centre made the outcome depend on the seed: the router
+    could hardly tell the tokens apart, and even with the aux loss some seeds ended with dead
+    experts.)"""
     torch.manual_seed(seed)
     config = SigerConfig.from_profile("tiny")
     branch = MoEBranch(config, 0, MoEOptions(n_experts=8, top_k=1, aux_loss_weight=aux_loss_weight, jitter=0.0))
-    target, centre = torch.randn(16, 16) / 4, torch.randn(16)
+    target, centres = torch.randn(16, 16) / 4, torch.randn(8, 16) * 2
+
+    def batch(rows):
+        return (centres[torch.randint(8, (rows,))] + 0.3 * torch.randn(rows, 16)).reshape(-1, 32, 16)
+
     optimizer = torch.optim.Adam(branch.parameters(), lr=1e-2)
     for _ in range(steps):
-        x = torch.randn(4, 32, 16) * 0.5 + centre
+        x = batch(128)
         out = branch(x)
         weight, aux = branch.pop_aux()["losses"]["moe_aux"]
         loss = (out - x - 3 * torch.tanh(x @ target)).pow(2).mean() + weight * aux
@@ -127,10 +134,11 @@ def toy_dead_share(aux_loss_weight, seed=0, steps=200):
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        branch.eval()(torch.randn(8, 64, 16) * 0.5 + centre)
+        branch.eval()(batch(512))
     return branch.pop_aux()["metrics"]["moe_dead"]
 
 
 def test_on_a_toy_task_the_aux_loss_keeps_every_expert_alive_and_without_it_they_collapse():
-    assert toy_dead_share(1.0) == 0.0
-    assert toy_dead_share(0.0) >= 0.5  # most experts never chosen: collapse
+    for seed in (0, 1, 2):
+        assert toy_dead_share(1.0, seed) == 0.0
+        assert toy_dead_share(0.0, seed) >= 0.25  # a quarter or more of the experts never chosen: collapse
