@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sigerlm_text.interop import CHAT_TEMPLATE, InteropError, end_token_ids, text_parts
+from sigerlm_text.interop import CHAT_TEMPLATE, InteropError, end_token_ids, need, text_parts
 
 #: llama.cpp file types (LlamaFileType) of --type
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
@@ -76,6 +76,7 @@ def vocabulary(tokenizer: Any, rows: int) -> tuple[list[str], list[int], list[st
 def export_gguf(model: Any, out: Path, options: Any) -> Path:
     """Write ``out`` (a .gguf file, replaced atomically); print an Ollama Modelfile with
     ``options.modelfile``. Returns ``out``."""
+    need("gguf", "gguf")
     import gguf
     import numpy as np
     import torch

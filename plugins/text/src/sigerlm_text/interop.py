@@ -47,6 +47,14 @@ class TextParts:
     source: Path | None
 
 
+def need(module: str, extra: str) -> None:
+    """A one-line error naming the extra to install when ``module`` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InteropError(f'this needs the {module} package: pip install "sigerlm-text[{extra}]"')
+
+
 def text_parts(model: Any, target: str) -> TextParts:
     """The parts of a plain Mamba text model, or an error saying why ``target`` cannot run it."""
     from sigerlm_text.model import TextAdapter
@@ -105,6 +113,7 @@ def export_hf(model: Any, out: Path, options: Any) -> Path:
     """Write a folder transformers loads with no SigerLM installed (``AutoModelForCausalLM``,
     ``AutoTokenizer``): config.json, model.safetensors, tokenizer files, generation_config.json
     and a model card. Returns ``out``."""
+    need("transformers", "hf")
     import torch
     from transformers import GenerationConfig
 
@@ -223,6 +232,7 @@ def import_hf(source: Path, out: Path) -> dict[str, Any]:
     """A SigerLM model folder from a local ``MambaForCausalLM`` folder with a ``tokenizer.json``.
     SigerLM's special tokens the tokenizer lacks are added (new embedding rows where the
     vocabulary has no room: the mean embedding). Returns what was done, for the report."""
+    need("transformers", "hf")
     import torch
     from tokenizers import AddedToken, Tokenizer
     from transformers import MambaForCausalLM
