@@ -88,3 +88,49 @@ def test_export_names_a_layer_whose_state_differs(model_dir, tmp_path):
     model.backbone.layers[1] = Wider(model.backbone.layers[1])
     with pytest.raises(ExportError, match=r"backbone\.layers\.1 \(Wider\): its state .* differs from layer 0"):
         pm.get_component("exporters", "onnx").build(model, tmp_path / "out", options={"parity": False})
+
+
+def test_moe_blocks_export_with_the_masked_dispatch(tmp_path):
+    """sigerlm-moe's block: its grouped dispatch (a stable argsort) is swapped for the masked one
+    at export; with trained-like (non-zero) experts the graph equals torch over chained steps."""
+    pytest.importorskip("sigerlm_moe")
+    from sigerlm.assemble import build_model
+    from sigerlm.model.config import SigerConfig
+    from sigerlm.plugins import make_plugin_manager
+    from sigerlm_moe import hooks as moe_hooks
+    from sigerlm_onnx import hooks as onnx_hooks
+    from sigerlm_testkit import add_plugin
+    from sigerlm_text import hooks as text_hooks
+
+    pm = make_plugin_manager(load="none")
+    for module, name in ((text_hooks, "text"), (moe_hooks, "moe"), (onnx_hooks, "onnx")):
+        add_plugin(pm, module, name)
+    config = SigerConfig.from_profile("tiny")
+    torch.manual_seed(0)
+    model = build_model(pm, config, {"use": "text", "vocab_size": 300}, [{"use": "moe"}] * config.n_layers).eval()
+    with torch.no_grad():  # the experts' output projections start at zero: give them weights
+        for name, p in model.named_parameters():
+            if "expert" in name:
+                p.normal_(0, 0.2)
+    assert any(getattr(m, "dispatch", None) is not None for m in model.modules())
+    folder = pm.get_component("exporters", "onnx").build(model, tmp_path / "moe", options={"parity": False})
+    from sigerlm.runtime import TorchRuntime
+    from sigerlm_onnx.runtime import OnnxRuntime
+
+    ort, ref = OnnxRuntime(model, threads=1, folder=folder), TorchRuntime(model)
+    ids = torch.randint(0, 300, (3, 9), generator=torch.Generator().manual_seed(0))
+    got, got_state = ort.prefill({"input_ids": ids})
+    want, want_state = ref.prefill({"input_ids": ids})
+    for _ in range(16):
+        assert rel(got, want) < 1e-4
+        step = want.argmax(-1)
+        got, got_state = ort.step({"input_ids": step}, got_state)
+        want, want_state = ref.step({"input_ids": step}, want_state)
+    import copy
+
+    dense = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in dense.named_parameters():
+            if "expert" in name:
+                p.zero_()
+    assert rel(TorchRuntime(dense).prefill({"input_ids": ids})[0], ref.prefill({"input_ids": ids})[0]) > 1e-2

@@ -117,11 +117,19 @@ class PlainRMSNorm(nn.Module):
 
 
 def exportable(model: Any) -> Any:
-    """A copy of ``model`` whose modules the exporter converts (RMSNorm in plain ops)."""
+    """A copy of ``model`` whose modules the exporter converts: RMSNorm in plain ops, and
+    sigerlm-moe's ``grouped`` dispatch swapped for its ``masked`` reference (the same function;
+    the grouped one's stable ``argsort`` has no ONNX export)."""
     import copy
 
     model = copy.deepcopy(model).eval()
+    try:
+        from sigerlm_moe.block import dispatch_grouped, dispatch_masked
+    except ImportError:
+        dispatch_grouped = dispatch_masked = None
     for module in list(model.modules()):
+        if dispatch_grouped is not None and getattr(module, "dispatch", None) is dispatch_grouped:
+            module.dispatch = dispatch_masked
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.RMSNorm):
                 setattr(module, child_name, PlainRMSNorm(child))
