@@ -5,9 +5,9 @@ onnxruntime fp32 / INT8 / INT4 and transformers' GPT-2 of equal size with its KV
     .venv/bin/python benchmarks/onnx.py --model runs/quickstart/model     # + perplexity on its validation split
 
 Every runtime runs in its own worker process (started once, fed tasks over a pipe), so each
-one's peak RSS is its own (``ru_maxrss`` of the worker: Python, torch and the model folder loaded
-through ``load_model`` included, which every runtime needs; the RSS after imports is printed
-beside it). Rounds are interleaved: each round gives every worker the same task in turn, so a
+one's peak RSS is its own (``VmHWM`` of the worker: Python, torch and the model folder loaded
+through ``load_model`` included, which every onnxruntime worker needs too; the RSS after the
+imports is printed beside it). Rounds are interleaved: each round gives every worker the same task in turn, so a
 busy machine slows them alike; figures are medians over rounds.
 
 A task is one (batch, context): a prefill of ``context`` random tokens (timed: prefill tokens/s),
@@ -43,7 +43,15 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 RUNTIMES = ["torch", "ort-none", "ort-int8", "ort-int4", "gpt2"]
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak (``VmHWM``) or current (``VmRSS``) resident set in MB. Not
+    ``ru_maxrss``: Linux keeps that across ``exec``, so a worker would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -56,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     from sigerlm.assemble import load_model
     from sigerlm.plugins import make_plugin_manager
 
-    imported = rss_mb()
+    imported = rss_mb("VmRSS")
     if args.worker == "gpt2":  # the SigerLM model is not loaded here: its shape comes from the driver
         d, vocab, layers = (int(x) for x in args.gpt2.split(":"))
         runtime = GPT2Runtime(d, vocab, layers, args.max_positions)
