@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sigerlm.model import kernels
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_state
 from sigerlm.model.scan import gated_selective_scan, selective_scan
@@ -49,6 +50,41 @@ def make_norm(config: SigerConfig, device: Any = None, dtype: Any = None) -> nn.
         norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device, dtype=dtype)
     no_weight_decay(*norm.parameters())
     return norm
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, rstd = kernels.load().rms_norm_forward(x, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)  # x and one float a row, not x * rstd
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dweight = kernels.load().rms_norm_backward(dy, x, weight, rstd)
+        return dx, dweight, None
+
+
+def fused_rms_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
+    """``norm(x)`` through the compiled kernel: one pass forward and one backward, keeping ``x``
+    and one float a row where torch's composite RMSNorm keeps ``x``, ``x * rstd`` and ``rstd``."""
+    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+    return _RMSNorm.apply(x.contiguous(), norm.weight, eps)
+
+
+def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
+    """The compiled RMSNorm applies to a plain ``nn.RMSNorm`` over the last dimension with a
+    weight and no hooks, on CPU float32 or float64 tensors."""
+    return (
+        type(norm) is nn.RMSNorm
+        and norm.weight is not None
+        and len(norm.normalized_shape) == 1
+        and not (norm._forward_hooks or norm._forward_pre_hooks)
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dtype == norm.weight.dtype
+    )
 
 
 class SSMMixer(nn.Module):
@@ -169,9 +205,14 @@ class SSMBlock(nn.Module):
         self.norm = make_norm(config, device, dtype)
         self.mixer = SSMMixer(config, layer_idx, device, dtype)
         self.dropout = nn.Dropout(config.dropout)
+        self.fused_norm = config.scan == "fused"  # the compiled RMSNorm, where it applies
 
     def forward(self, hidden_states: Tensor, state: SSMState | None = None, return_state: bool = False):
-        out, new_state = self.mixer(self.norm(hidden_states), state)
+        if self.fused_norm and uses_fused_norm(self.norm, hidden_states):
+            normed = fused_rms_norm(hidden_states, self.norm)  # (b, l, d)
+        else:
+            normed = self.norm(hidden_states)  # (b, l, d)
+        out, new_state = self.mixer(normed, state)
         hidden_states = hidden_states + self.dropout(out)
         return (hidden_states, new_state) if return_state else hidden_states
 

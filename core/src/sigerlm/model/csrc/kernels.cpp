@@ -1,6 +1,8 @@
 // SigerLM's CPU kernels, compiled on first use (sigerlm.model.kernels):
 //  - the fused selective scan (forward and backward), the "fused" scan back-end;
+//  - the block's fused scan: dt_proj's bias + softplus, the scan, the D skip and the SiLU gate;
 //  - the causal depthwise convolution followed by SiLU, in the (b, l, d) layout;
+//  - RMSNorm (forward and backward, one pass each);
 //  - the softmax cross-entropy of a chunk of logits, turned into its gradient in place.
 //
 // Selective scan.
@@ -603,6 +605,76 @@ _Pragma("omp simd")
   return {dx, dw_part.sum(0).t().reshape({D, 1, K}).contiguous(), db_part.sum(0), dstate};
 }
 
+// RMSNorm over the last dimension, rows independent: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
+// Forward reads x once and writes y and rstd (one float a row); backward reads x, dy and rstd
+// once: dx = rstd * (w dy - x rstd^2 mean(w dy x)), dw = sum over rows of dy x rstd.
+constexpr int64_t NORM_ROWS = 64;  // rows per work item (and per partial weight gradient)
+
+std::vector<torch::Tensor> rms_norm_forward(torch::Tensor x, torch::Tensor weight, double eps) {
+  TORCH_CHECK(x.is_contiguous() && weight.is_contiguous(), "rms norm: x and weight must be contiguous");
+  const int64_t d = x.size(-1), rows = x.numel() / std::max<int64_t>(d, 1);
+  auto y = torch::empty_like(x);
+  auto rstd = torch::empty({rows}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* w = weight.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    scalar_t* rp = rstd.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, NORM_ROWS, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const scalar_t* xr = xp + r * d;
+        scalar_t ss = 0;
+_Pragma("omp simd reduction(+ : ss)")
+        for (int64_t j = 0; j < d; ++j) ss += xr[j] * xr[j];
+        const scalar_t rs = scalar_t(1) / std::sqrt(ss / scalar_t(d) + scalar_t(eps));
+        rp[r] = rs;
+        scalar_t* yr = yp + r * d;
+_Pragma("omp simd")
+        for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] * rs) * w[j];
+      }
+    });
+  });
+  return {y, rstd};
+}
+
+std::vector<torch::Tensor> rms_norm_backward(torch::Tensor dy, torch::Tensor x, torch::Tensor weight,
+                                             torch::Tensor rstd) {
+  dy = dy.contiguous();
+  const int64_t d = x.size(-1), rows = x.numel() / std::max<int64_t>(d, 1);
+  const int64_t items = (rows + NORM_ROWS - 1) / NORM_ROWS;
+  auto dx = torch::empty_like(x);
+  auto dw_part = torch::zeros({std::max<int64_t>(items, 1), d}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_backward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = dy.data_ptr<scalar_t>();
+    const scalar_t* w = weight.data_ptr<scalar_t>();
+    const scalar_t* rp = rstd.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    scalar_t* dwp = dw_part.data_ptr<scalar_t>();
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        scalar_t* dw = dwp + item * d;
+        for (int64_t r = item * NORM_ROWS; r < std::min(rows, (item + 1) * NORM_ROWS); ++r) {
+          const scalar_t* xr = xp + r * d;
+          const scalar_t* gr = gp + r * d;
+          const scalar_t rs = rp[r];
+          scalar_t dot = 0;
+_Pragma("omp simd reduction(+ : dot)")
+          for (int64_t j = 0; j < d; ++j) {
+            dot += w[j] * gr[j] * xr[j];
+            dw[j] += gr[j] * xr[j] * rs;
+          }
+          const scalar_t c = dot * rs * rs / scalar_t(d);
+          scalar_t* dxr = dxp + r * d;
+_Pragma("omp simd")
+          for (int64_t j = 0; j < d; ++j) dxr[j] = rs * (w[j] * gr[j] - xr[j] * c);
+        }
+      }
+    });
+  });
+  return {dx, dw_part.sum(0)};
+}
+
 // Cross-entropy of logits (c, v) against targets (c,): returns each row's loss (0 where the target
 // is ignore_index) and, when grad, overwrites the logits with softmax - onehot (0 on ignored rows).
 // Rows are independent; each is read twice (max and sum of exponentials) and written once.
@@ -659,6 +731,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_backward", &scan_backward, "selective scan backward (CPU)");
   m.def("gated_scan_forward", &gated_scan_forward, "fused softplus + selective scan + D skip + SiLU gate forward (CPU)");
   m.def("gated_scan_backward", &gated_scan_backward, "fused softplus + selective scan + D skip + SiLU gate backward (CPU)");
+  m.def("rms_norm_forward", &rms_norm_forward, "RMSNorm forward: y and 1/rms per row (CPU)");
+  m.def("rms_norm_backward", &rms_norm_backward, "RMSNorm backward: dx and dweight (CPU)");
   m.def("build_info", &build_info, "the vector extensions the kernels were compiled for, and the threads");
   m.def("conv_silu_forward", &conv_silu_forward, "causal depthwise conv + SiLU forward (CPU)");
   m.def("conv_silu_backward", &conv_silu_backward, "causal depthwise conv + SiLU backward (CPU)");
