@@ -126,6 +126,7 @@ def test_llama_cpp_runs_f32_like_sigerlm(model, files, kit):
     llm, scores, out = run_llama(files["f32"], prompt, steps=24)
     assert llm.tokenize(TEXTS[2].encode(), add_bos=False, special=True) == tok.encode(TEXTS[2])
     assert llm.tokenize(b"<|user|>hi<|end_turn|>", add_bos=False, special=True) == tok.encode("<|user|>hi<|end_turn|>")
+    llm.close()
     assert out == kit.greedy(model, prompt, 24)
     with torch.no_grad():
         ours = lm_forward(model, torch.tensor([prompt])).logits[0].numpy()
@@ -141,8 +142,9 @@ def test_llama_cpp_q8_0_agrees_on_top1(model, files, kit):
         ours = lm_forward(model, torch.tensor([ids])).logits[0].argmax(-1).numpy()
     agreement = {}
     for kind in ("q8_0", "q4_0"):
-        _, scores, _ = run_llama(files[kind], ids)
+        llm, scores, _ = run_llama(files[kind], ids)
+        llm.close()
         agreement[kind] = float((scores.argmax(-1) == ours).mean())
     print(f"top-1 agreement with SigerLM over 200 positions: {agreement}")
     assert agreement["q8_0"] >= 0.95
-    assert agreement["q4_0"] >= 0.5  # reported, not promised: q4_0 on a 64-wide random model
+    assert agreement["q4_0"] >= 0.8  # 0.92 when written: q4_0 on a 64-wide random model, not promised
