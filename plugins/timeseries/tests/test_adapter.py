@@ -44,6 +44,31 @@ def test_a_sine_versus_square_classifier_reaches_100_percent(pm, run_manifest, s
     assert meta["adapter"]["classes"] == classes  # the class names live in the model folder
 
 
+def test_a_classifier_without_classes_takes_the_training_files_in_their_order(pm, run_manifest, synth, tmp_path):
+    classes = ["square", "sine", "triangle"]  # the file's @classLabel order, not sorted
+    for split, seed in (("TRAIN", 0), ("TEST", 1)):
+        series, labels = synth.sine_square(8, 16, seed)
+        synth.write_ts(tmp_path / f"w_{split}.ts", series, labels, classes)
+    data = {"use": "ucr", "path": str(tmp_path / "w"), "batch_size": 8}
+    manifest = {
+        "siger": 1,
+        "name": "w",
+        "model": {"profile": "tiny", "adapter": {"use": "series", "channels": 1}},
+        "data": {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}},
+        "steps": [{**TRAIN, "max_steps": 2}, {"use": "series-evaluate"}],
+    }
+    run_manifest(manifest, out_dir=tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert meta["adapter"]["classes"] == classes
+    model = load_model(tmp_path / "run" / "model", pm)
+    assert model.adapter.classes == classes and model.adapter.readout.out_features == 3
+    assert json.loads((tmp_path / "run" / "confusion.json").read_text())["classes"] == classes
+    csv = {"use": "csv", "path": str(synth.write_sinusoid_csv(tmp_path / "s.csv", 60)), "window": 12}
+    manifest["data"] = {"train": csv}
+    with pytest.raises(Exception, match="has no classes: give model.adapter.classes"):
+        run_manifest(manifest, out_dir=tmp_path / "run2")
+
+
 def test_a_sinusoid_forecaster_beats_the_naive_forecast(pm, run_manifest, synth, tmp_path):
     path = synth.write_sinusoid_csv(tmp_path / "sine.csv", 240)
     data = {"use": "csv", "path": str(path), "columns": ["value"], "window": 24, "horizon": 6, "holdout": 24}
@@ -175,7 +200,7 @@ def test_a_model_folder_keeps_classes_and_outputs(pm, tmp_path):
 
 
 def test_options_and_batches_are_checked(pm):
-    with pytest.raises(ValueError, match="classify' needs classes"):
+    with pytest.raises(ValueError, match="classify' needs at least 2 classes"):
         SeriesOptions(head="classify", classes=["only"])
     with pytest.raises(ValueError, match="extra"):
         SeriesOptions(classes=["a", "b"], chanels=2)

@@ -40,7 +40,7 @@ class SeriesAdapter(nn.Module):
         self.embedding = nn.Linear(2 * self.channels * self.patch, d_model)  # [x, mask] per step of a patch
         if options.head == "classify":
             self.classes = list(options.classes)
-            outputs = len(self.classes)
+            outputs = len(self.classes) or 2  # no classes yet: set_classes gives the data's before training
         else:
             self.classes = []
             outputs = options.horizon * self.channels
@@ -49,6 +49,12 @@ class SeriesAdapter(nn.Module):
             nn.init.zeros_(self.readout.weight)
             nn.init.zeros_(self.readout.bias)
         self._aux: dict[str, Any] | None = None
+
+    def set_classes(self, classes: list[str]) -> None:
+        """Name the classes (the training data's) and size the readout for them, afresh."""
+        self.options = self.options.model_copy(update={"classes": list(classes)})
+        self.classes = list(classes)
+        self.readout = nn.Linear(self.readout.in_features, len(classes))
 
     # -- inputs --------------------------------------------------------------------------------
     def _values(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:

@@ -302,7 +302,10 @@ class CsvWindows(SeriesBatches):
 
 
 def _run_classes(run: Any) -> list[str] | None:
-    """The classes of the run's ``series`` adapter, if it has one."""
+    """The classes of the run's ``series`` adapter, if it has one (or the training data's, once
+    the model took them)."""
+    if run.state.get("series_classes") if hasattr(run, "state") else None:
+        return list(run.state["series_classes"])
     try:
         options = run.component("model", "adapter").options
     except Exception:  # no model in the manifest

@@ -25,7 +25,9 @@ class SeriesOptions(BaseModel):
     channels: int = Field(1, ge=1, description="Values per time step (6 for accelerometer + gyroscope).")
     head: Literal["classify", "forecast"] = "classify"
     classes: list[str] = Field(
-        default_factory=list, description="classify: the class names, in the order of the outputs (in config.json)."
+        default_factory=list,
+        description="classify: the class names, in the order of the outputs (in config.json); default: the training "
+        "data's (a ucr file's @classLabel).",
     )
     horizon: int = Field(1, ge=1, description="forecast: how many future steps per channel.")
     patch: int = Field(1, ge=1, description="Steps per embedded position: 1 is a per-step linear embedding.")
@@ -54,8 +56,8 @@ class SeriesOptions(BaseModel):
         if self.season is not None and self.head != "forecast":
             raise ValueError("season is an option of head 'forecast'")
         if self.head == "classify":
-            if len(self.classes) < 2:
-                raise ValueError("head 'classify' needs classes: a list of at least 2 class names")
+            if len(self.classes) == 1:
+                raise ValueError("head 'classify' needs at least 2 classes (or none: the training data's)")
             if len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"classes must be distinct, got {self.classes}")
         return self
@@ -163,6 +165,31 @@ def register_commands(cli):
     from sigerlm_timeseries.cli import app
 
     cli.add_typer(app, name="timeseries")
+
+
+@hookimpl
+def prepare_model(run, model):
+    """A classifier whose manifest names no classes takes the training data's."""
+    adapter = getattr(model, "adapter", None)
+    options = getattr(adapter, "options", None)
+    if not isinstance(options, SeriesOptions) or options.head != "classify" or options.classes:
+        return
+    from sigerlm.errors import SigerError
+
+    for split in sorted(run.manifest.data, key=lambda s: s != "train"):  # the train split first
+        names = getattr(run.dataset(split), "class_names", None)
+        if names:
+            if len(names) < 2:
+                raise SigerError(f"data.{split} declares {len(names)} class ({names}): a classifier needs 2 or more")
+            adapter.set_classes(names)
+            model.spec["adapter"]["classes"] = list(names)  # saved in the model folder's config.json
+            run.state["series_classes"] = list(names)  # every split's labels in this order
+            run.logger.info("classes from data.%s: %s", split, ", ".join(names))
+            return
+    raise SigerError(
+        "the series classifier has no classes: give model.adapter.classes, or a ucr dataset whose file declares "
+        "@classLabel"
+    )
 
 
 def build_series(config, options: SeriesOptions):
