@@ -151,20 +151,25 @@ def llama_impls(threads: int) -> list[str]:
 def llama_job(spec: dict) -> dict:
     """Prefill ``context`` random ids in batches of 512, then ``new_tokens`` greedy steps, each
     timed with its argmax (as the torch rows are)."""
+    import llama_cpp
     import numpy as np
-    from llama_cpp import Llama
 
     ctx, new = spec["context"], spec["new_tokens"]
     base = rss_mb()
-    llm = Llama(model_path=spec["gguf"], n_ctx=ctx + new + 8, n_batch=512, n_threads=spec["threads"], verbose=False)
+    llm = llama_cpp.Llama(spec["gguf"], n_ctx=ctx + new + 8, n_batch=512, n_threads=spec["threads"], verbose=False)
+
+    def last_argmax() -> int:  # the last position's logits (llm.scores holds them only with logits_all)
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(VOCAB,)).argmax())
+
     llm.eval(np.random.default_rng(0).integers(0, VOCAB, ctx).tolist())
     times = []
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    token = last_argmax()
     for _ in range(new):
         start = time.perf_counter()
         llm.eval([token])
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = last_argmax()
         times.append(time.perf_counter() - start)
+    llm.close()
     ms = 1000 * statistics.median(times)
     return {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "peak_rss_mb": peak_mb(), "rss_model_mb": base}
 
