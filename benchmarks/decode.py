@@ -120,14 +120,27 @@ GGUF: dict[str, dict] = {}
 def llama_impls(threads: int) -> list[str]:
     """``llama.cpp-f32``, ``-q8_0``, ``-q4_0`` when llama-cpp-python and gguf are installed: the
     same shape as the torch rows (d_model 256, 8 layers, d_state 16, a 32000-row tied embedding),
-    exported once by ``siger export gguf``'s exporter into a temporary folder."""
-    try:
-        import gguf  # noqa: F401
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return []
+    exported once by ``siger export gguf``'s exporter, in a process of its own (this one stays
+    small: a job's peak RSS starts from what it was forked from)."""
+    import atexit
+    import importlib.util
+    import shutil
     import tempfile
 
+    if not all(importlib.util.find_spec(m) for m in ("gguf", "llama_cpp")):
+        return []
+
+    spec = {"impl": "llama.cpp-export", "folder": tempfile.mkdtemp(prefix="decode-gguf-")}
+    atexit.register(shutil.rmtree, spec["folder"], True)
+    proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"llama.cpp rows left out: the GGUF export failed: {proc.stderr[-300:]}", file=sys.stderr)
+        return []
+    GGUF.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return list(GGUF)
+
+
+def llama_export(folder: str) -> dict:
     import torch
 
     from sigerlm.model.config import SigerConfig
@@ -139,18 +152,16 @@ def llama_impls(threads: int) -> list[str]:
     texts = [f"{i} siger decode benchmark text, number {i * 7}." for i in range(500)]
     config = SigerConfig(d_model=256, n_layers=8, d_state=16)
     model = text_model(config, VOCAB, BPETokenizer.train(texts, vocab_size=512, min_frequency=1)).eval()
-    folder = Path(tempfile.mkdtemp(prefix="decode-gguf-"))
     exporter = make_plugin_manager().get_component("exporters", "gguf")
-    for kind in ("f32", "q8_0", "q4_0"):
-        GGUF[f"llama.cpp-{kind}"] = {
-            "gguf": str(exporter.build(model, folder / f"{kind}.gguf", options={"type": kind}))
-        }
-    return list(GGUF)
+    paths = {k: exporter.build(model, Path(folder) / f"{k}.gguf", options={"type": k}) for k in ("f32", "q8_0", "q4_0")}
+    return {f"llama.cpp-{k}": {"gguf": str(p)} for k, p in paths.items()}
 
 
 def llama_job(spec: dict) -> dict:
     """Prefill ``context`` random ids in batches of 512, then ``new_tokens`` greedy steps, each
     timed with its argmax (as the torch rows are)."""
+    if spec["impl"] == "llama.cpp-export":
+        return llama_export(spec["folder"])
     import llama_cpp
     import numpy as np
 
