@@ -180,10 +180,43 @@ class SSMMixer(nn.Module):
             torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype),
         )
 
+    def _compiled_step_applies(self, xz: Tensor, state: SSMState) -> bool:
+        """The compiled step (``mixer_step``) runs for inference on plain CPU tensors with the fused
+        back-end, never while tracing or exporting (ONNX, torch.export, torch.compile see the
+        torch ops below) and only when x_proj, dt_proj and conv1d are the plain modules whose
+        weights it reads (a LoRA or quantized wrapper runs the torch ops)."""
+        if not self.fused_conv or torch.is_grad_enabled():
+            return False
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            return False
+        tensors = (xz, *state)
+        if any(type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != xz.dtype for t in tensors):
+            return False
+        if xz.dtype not in (torch.float32, torch.float64) or self.A_log.dtype != xz.dtype:
+            return False
+        modules = ((self.x_proj, nn.Linear), (self.dt_proj, nn.Linear), (self.conv1d, nn.Conv1d))
+        return self.x_proj.bias is None and all(
+            type(m) is kind and not (m._forward_hooks or m._forward_pre_hooks) for m, kind in modules
+        )
+
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
         """One position: ``(b, d)`` in, ``(b, d)`` out; cost independent of what came before."""
         conv_state, h = state
         xz = self.in_proj(hidden_states)  # (b, 2 * d_inner)
+        if self._compiled_step_applies(xz, state):  # conv to gate in one call, same math as below
+            y, conv_state, h = kernels.load().mixer_step(
+                xz,
+                conv_state,
+                h,
+                self.conv1d.weight,
+                self.conv1d.bias,
+                self.x_proj.weight,
+                self.dt_proj.weight,
+                self.dt_proj.bias,
+                self.A_log,
+                self.D,
+            )  # (b, d_inner), (b, d_inner, k - 1), (b, d_inner, n)
+            return self.out_proj(y), (conv_state, h)
         x, z = xz.chunk(2, dim=-1)  # (b, d_inner) each
         window = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)  # (b, d_inner, k)
         x = (window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias  # (b, d_inner)
