@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--uncached-tokens", type=int, default=4, help="recomputation is slow: fewer tokens")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--base-src", help="also measure the cached generator on another checkout's core/src")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
         spec = json.loads(args.job)
         print(json.dumps(llama_job(spec) if spec["impl"].startswith("llama.cpp") else job(spec)))
         return
-    impls = ["cached", "uncached"]
+    impls = ["cached"] + (["cached@base"] if args.base_src else []) + ["uncached"]
     try:
         import transformers  # noqa: F401
 
@@ -84,8 +86,11 @@ def main() -> None:
             for impl in impls:
                 new = args.uncached_tokens if impl == "uncached" else args.new_tokens
                 spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads, **GGUF.get(impl, {})}
+                env = None
+                if impl == "cached@base":  # the same generator on another checkout's sigerlm
+                    spec["impl"], env = "cached", dict(os.environ, PYTHONPATH=args.base_src)
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True
+                    [sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True, env=env
                 )
                 out = (
                     json.loads(proc.stdout.strip().splitlines()[-1])

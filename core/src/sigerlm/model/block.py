@@ -253,7 +253,17 @@ class SSMBlock(nn.Module):
         return self.mixer.init_state(batch_size, device, dtype)
 
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
-        out, state = self.mixer.step(self.norm(hidden_states), state)
+        if (
+            self.fused_norm
+            and not torch.is_grad_enabled()
+            and type(hidden_states) is torch.Tensor
+            and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+            and uses_fused_norm(self.norm, hidden_states)
+        ):
+            normed = fused_rms_norm(hidden_states, self.norm)  # (b, d), inference: no graph
+        else:
+            normed = self.norm(hidden_states)  # (b, d)
+        out, state = self.mixer.step(normed, state)
         return hidden_states + out, state
 
 
