@@ -124,7 +124,8 @@ def export_hf(model: Any, out: Path, options: Any) -> Path:
     tokenizer = parts.tokenizer
     hf = to_hf(parts.backbone, parts.embedding, head=parts.head)
     ends, pad = end_token_ids(tokenizer), tokenizer.pad_id
-    hf.config.update({"eos_token_id": ends[0], "pad_token_id": pad, "bos_token_id": tokenizer.token_id("<|bos|>")})
+    eos, bos = tokenizer.token_id(ROLE_TOKENS["eos_token"]), tokenizer.token_id(ROLE_TOKENS["bos_token"])
+    hf.config.update({"eos_token_id": eos, "pad_token_id": pad, "bos_token_id": bos})  # as the tokenizer's
     hf.generation_config = GenerationConfig(eos_token_id=ends, pad_token_id=pad, bos_token_id=None)
     hf = hf.to(getattr(torch, options.dtype))
     out = Path(out)
