@@ -262,6 +262,33 @@ def test_import_hf_round_trips_trains_and_serves(pm, run_manifest, tmp_path, kit
     assert reply.json()["usage"]["completion_tokens"] >= 1
 
 
+def test_untied_head_imports_exports_and_exports_to_onnx(pm, tmp_path, kit):
+    """A Mamba with its own LM head keeps it both ways; the imported folder exports to ONNX."""
+    from transformers import MambaForCausalLM
+
+    from sigerlm_text.interop import import_hf
+
+    hf, foreign = random_mamba_folder(tmp_path / "mamba", kit.TEXTS, vocab_rows=320, tie=False)
+    report = import_hf(tmp_path / "mamba", tmp_path / "siger")
+    assert report["new_rows"] == 0 and report["vocab_size"] == 320  # 270 + 19 fit in 320 rows
+    model = load_model(tmp_path / "siger", pm)
+    assert model.adapter.lm_head is not None
+    ids = torch.tensor([foreign.encode(kit.TEXTS[1]).ids])
+    pm.get_component("exporters", "hf").build(model, tmp_path / "back", options={"dtype": "float32"})
+    back = MambaForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert not back.config.tie_word_embeddings
+    assert torch.equal(back.lm_head.weight, hf.lm_head.weight)
+    with torch.no_grad():
+        assert (lm_forward(model, ids).logits - hf(ids).logits).abs().max() <= 1e-4
+        assert (back(ids).logits - hf(ids).logits).abs().max() <= 1e-5
+    onnx = pytest.importorskip("sigerlm_onnx.hooks", reason="ONNX export is tried where sigerlm-onnx is installed")
+    add_plugin(pm, onnx, "onnx")
+    folder = pm.get_component("exporters", "onnx").build(model, tmp_path / "onnx", options={"parity": False})
+    assert (folder / "model.onnx").is_file() and load_model(
+        folder, pm
+    ).adapter.tokenizer.hash == model.adapter.tokenizer.hash
+
+
 def test_import_hf_errors_name_the_problem(tmp_path):
     from sigerlm_text.interop import import_hf
 
