@@ -63,7 +63,9 @@ def encode(
     typer.echo(" | ".join(tokenizer.decode([i]) for i in ids))
 
 
-import_app = typer.Typer(help="Import models from other formats (hf: a local MambaForCausalLM folder).")
+import_app = typer.Typer(
+    help="Import models from other formats (hf: a local MambaForCausalLM folder).", no_args_is_help=True
+)
 
 
 @import_app.command("hf")
