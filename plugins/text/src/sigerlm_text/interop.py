@@ -169,7 +169,8 @@ def model_card(parts: TextParts, hf: Any, options: Any) -> str:
 
     config, tokenizer = parts.config, parts.tokenizer
     record = run_record(parts.source)
-    name = options.name or (parts.source.name if parts.source else "sigerlm-model")
+    source = parts.source
+    name = options.name or (source.parent.name if source.name == "model" else source.name) if source else "sigerlm"
     params = sum(p.numel() for p in hf.parameters())
     if "valid_perplexity" in record:
         ppl = f"Validation perplexity **{record['valid_perplexity']:.2f}**, as measured by the training run"
