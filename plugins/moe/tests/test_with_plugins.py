@@ -159,13 +159,13 @@ def test_lora_on_the_expert_projections_merges_into_a_model_with_the_same_logits
             if isinstance(module, LoraLinear):
                 module.lora_B["tune"].copy_(torch.randn(module.lora_B["tune"].shape, generator=g) * 0.5)
         tuned = lm_forward(model, ids).logits
-    assert (tuned - base).abs().max() > 1e-3
+    assert (tuned - base).abs().max() > 1e-2  # the adapter's effect: 100x the merge tolerance below
     adapter = save_adapter(model, tmp_path / "adapter", "tune")
     merged_folder = merge_and_export(moe_folder, adapter, tmp_path / "merged")
     merged = load(merged_folder)  # a plain MoE model folder, no LoRA layers
     assert not any(isinstance(m, LoraLinear) for m in merged.modules())
     with torch.no_grad():
-        torch.testing.assert_close(lm_forward(merged, ids).logits, tuned, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lm_forward(merged, ids).logits, tuned, rtol=1e-4, atol=1e-4)
     before = load(moe_folder).state_dict()
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert (

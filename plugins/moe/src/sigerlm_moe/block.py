@@ -104,7 +104,7 @@ def dispatch_grouped(x: Tensor, routing: Routing, experts: nn.ModuleList) -> Ten
         order = index[torch.argsort(flat_e, stable=True)]
         tokens = order % t
     counts = torch.bincount(flat_e, minlength=len(experts)).tolist()
-    # index_select, not x[tokens]: advanced indexing was a tenth of the forward at 1024 tokens
+    # index_select, not x[tokens]: advanced indexing took about 15% of the forward at 1024 tokens
     chunks = x.index_select(0, tokens).split(counts)  # e tensors (a_i, d)
     # an expert with no tokens still runs on its empty chunk: its weights stay in the autograd
     # graph (zero gradients), which DDP needs to reduce the same buckets on every rank
