@@ -4,7 +4,8 @@ For SigerLM's cached generator (prefill once, in chunks of 512 positions as the 
 does, then one ``step`` a token), for uncached
 recomputation (the whole sequence again for every token, what the original SigerLM did), and
 (optional extra) for transformers' GPT-2 of equal size with its KV cache, and (optional extra,
-llama-cpp-python) for llama.cpp running the same shape exported as GGUF f32/q8_0/q4_0: tokens/s and
+llama-cpp-python) for llama.cpp running the same model exported as GGUF f32/q8_0/q4_0, and (with
+sigerlm-onnx) for the onnxruntime runtime on the same model exported as ONNX fp32/INT8/INT4: tokens/s and
 ms/token after contexts of 128, 2048 and 8192 tokens, and peak RSS. Each measurement runs in
 its own process. Run alone:
 
@@ -24,6 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone import VOCAB, build, peak_mb, rss_mb
+
+# the folder off the path again (also the script's own entry): benchmarks/onnx.py would shadow `import onnx`
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def job(spec: dict) -> dict:
@@ -70,7 +74,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.job:
         spec = json.loads(args.job)
-        print(json.dumps(llama_job(spec) if spec["impl"].startswith("llama.cpp") else job(spec)))
+        impl = spec["impl"]
+        run = {"export": export_job}.get(impl) or (
+            llama_job if impl.startswith("llama.cpp") else ort_job if impl.startswith("ort") else job
+        )
+        print(json.dumps(run(spec)))
         return
     impls = ["cached"] + (["cached@base"] if args.base_src else []) + ["uncached"]
     try:
@@ -79,13 +87,14 @@ def main() -> None:
         impls.append("gpt2")
     except ImportError:
         pass
-    impls += llama_impls(args.threads)
+    impls += exported_impls()
     results: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for ctx in args.contexts:
             for impl in impls:
                 new = args.uncached_tokens if impl == "uncached" else args.new_tokens
-                spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads, **GGUF.get(impl, {})}
+                spec = {"impl": impl, "context": ctx, "new_tokens": new, "threads": args.threads}
+                spec.update(EXPORTS.get(impl, {}))
                 env = None
                 if impl == "cached@base":  # the same generator on another checkout's sigerlm
                     spec["impl"], env = "cached", dict(os.environ, PYTHONPATH=args.base_src)
@@ -117,35 +126,40 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
-# -- llama.cpp (GGUF through llama-cpp-python, a test extra of sigerlm-text) --------------------------
-#: impl -> {"gguf": path}, filled by llama_impls
-GGUF: dict[str, dict] = {}
+# -- llama.cpp and onnxruntime on the same model, exported once ------------------------------------
+#: impl -> {"gguf": path} or {"folder": path}, filled by exported_impls
+EXPORTS: dict[str, dict] = {}
 
 
-def llama_impls(threads: int) -> list[str]:
-    """``llama.cpp-f32``, ``-q8_0``, ``-q4_0`` when llama-cpp-python and gguf are installed: the
-    same shape as the torch rows (d_model 256, 8 layers, d_state 16, a 32000-row tied embedding),
-    exported once by ``siger export gguf``'s exporter, in a process of its own (this one stays
-    small: a job's peak RSS starts from what it was forked from)."""
+def exported_impls() -> list[str]:
+    """``llama.cpp-f32``, ``-q8_0``, ``-q4_0`` when llama-cpp-python and gguf are installed, and
+    ``ort-fp32``, ``-int8``, ``-int4`` when sigerlm-onnx and onnxruntime are: one random model of
+    the torch rows' shape (d_model 256, 8 layers, d_state 16, a 32000-row tied embedding),
+    exported by ``siger export gguf``'s and ``siger export onnx``'s exporters, in a process of
+    its own (this one stays small: a job's peak RSS starts from what it was forked from)."""
     import atexit
     import importlib.util
     import shutil
     import tempfile
 
-    if not all(importlib.util.find_spec(m) for m in ("gguf", "llama_cpp")):
+    kinds = [
+        kind
+        for kind, modules in (("gguf", ("gguf", "llama_cpp")), ("onnx", ("sigerlm_onnx", "onnxruntime")))
+        if all(importlib.util.find_spec(m) for m in modules)
+    ]
+    if not kinds:
         return []
-
-    spec = {"impl": "llama.cpp-export", "folder": tempfile.mkdtemp(prefix="decode-gguf-")}
+    spec = {"impl": "export", "folder": tempfile.mkdtemp(prefix="decode-exports-"), "kinds": kinds}
     atexit.register(shutil.rmtree, spec["folder"], True)
     proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
-        print(f"llama.cpp rows left out: the GGUF export failed: {proc.stderr[-300:]}", file=sys.stderr)
+        print(f"llama.cpp and onnxruntime rows left out: the export failed: {proc.stderr[-300:]}", file=sys.stderr)
         return []
-    GGUF.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return list(GGUF)
+    EXPORTS.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return list(EXPORTS)
 
 
-def llama_export(folder: str) -> dict:
+def export_job(spec: dict) -> dict:
     import torch
 
     from sigerlm.model.config import SigerConfig
@@ -157,16 +171,52 @@ def llama_export(folder: str) -> dict:
     texts = [f"{i} siger decode benchmark text, number {i * 7}." for i in range(500)]
     config = SigerConfig(d_model=256, n_layers=8, d_state=16)
     model = text_model(config, VOCAB, BPETokenizer.train(texts, vocab_size=512, min_frequency=1)).eval()
-    exporter = make_plugin_manager().get_component("exporters", "gguf")
-    paths = {k: exporter.build(model, Path(folder) / f"{k}.gguf", options={"type": k}) for k in ("f32", "q8_0", "q4_0")}
-    return {f"llama.cpp-{k}": {"gguf": str(p)} for k, p in paths.items()}
+    folder, out = Path(spec["folder"]), {}
+    if "gguf" in spec["kinds"]:
+        exporter = make_plugin_manager().get_component("exporters", "gguf")
+        for k in ("f32", "q8_0", "q4_0"):
+            out[f"llama.cpp-{k}"] = {"gguf": str(exporter.build(model, folder / f"{k}.gguf", options={"type": k}))}
+    if "onnx" in spec["kinds"]:
+        from sigerlm_onnx.export import export_folder
+        from sigerlm_onnx.hooks import ExportOptions
+
+        for k, quantize in (("fp32", "none"), ("int8", "int8"), ("int4", "int4")):
+            export_folder(model, folder / f"onnx-{k}", ExportOptions(quantize=quantize, parity=False))
+            out[f"ort-{k}"] = {"folder": str(folder / f"onnx-{k}")}
+    return out
+
+
+def ort_job(spec: dict) -> dict:
+    """The onnxruntime runtime (``siger generate --runtime onnxruntime``) on an exported folder:
+    prefill ``context`` random ids, then ``new_tokens`` greedy steps, each timed with its argmax."""
+    import torch
+
+    from sigerlm.assemble import load_model
+    from sigerlm.plugins import make_plugin_manager
+
+    torch.set_num_threads(spec["threads"])
+    pm = make_plugin_manager()
+    runtime = pm.get_component("runtimes", "onnxruntime").build(
+        load_model(spec["folder"], pm), options={"threads": spec["threads"]}
+    )
+    base = rss_mb()
+    ids = torch.randint(0, VOCAB, (1, spec["context"]), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        logits, state = runtime.prefill({"input_ids": ids})
+        token = torch.as_tensor(logits).argmax(-1)
+        for _ in range(spec["new_tokens"]):
+            start = time.perf_counter()
+            logits, state = runtime.step({"input_ids": token}, state)
+            token = torch.as_tensor(logits).argmax(-1)
+            times.append(time.perf_counter() - start)
+    ms = 1000 * statistics.median(times)
+    return {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "peak_rss_mb": peak_mb(), "rss_model_mb": base}
 
 
 def llama_job(spec: dict) -> dict:
     """Prefill ``context`` random ids in batches of 512, then ``new_tokens`` greedy steps, each
     timed with its argmax (as the torch rows are)."""
-    if spec["impl"] == "llama.cpp-export":
-        return llama_export(spec["folder"])
     import llama_cpp
     import numpy as np
 
