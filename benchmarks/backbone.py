@@ -111,7 +111,7 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 for start in range(0, ids.shape[1], chunk or ids.shape[1]):  # chunked: memory bounded by a chunk
                     part = ids[:, start : start + (chunk or ids.shape[1])]
                     hidden, state = self.backbone.forward_hidden(self.embedding(part), state=state, return_state=True)
-                return hidden[:, -1] @ self.embedding.weight.t(), state
+                return self.head(hidden[:, -1]), state
 
             def forward_last(self, ids, chunk=None):  # final hidden states -> last position's logits
                 return self.prefill(ids, chunk)[0]
@@ -121,7 +121,16 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
 
             def step(self, token, state):
                 hidden, state = self.backbone.step(self.embedding(token), state)
-                return hidden @ self.embedding.weight.t(), state
+                return self.head(hidden), state
+
+            def head(self, hidden):  # as sigerlm-text's head: core's row kernel where this checkout has one
+                weight = self.embedding.weight
+                if hasattr(kernels, "loaded"):
+                    from sigerlm_text.model import few_rows_at_inference
+
+                    if few_rows_at_inference(hidden, weight):
+                        return kernels.loaded().linear_rows(hidden, weight)
+                return hidden @ weight.t()
 
             def matmul_params(self) -> int:
                 per_layer = sum(

@@ -38,3 +38,19 @@ def test_next_conv_state_keeps_the_last_inputs():
     short = next_conv_state(x[:, :1], torch.ones(2, 3, 3), 4)  # one new position after a state
     torch.testing.assert_close(short[:, :, :2], torch.ones(2, 3, 2))
     torch.testing.assert_close(short[:, :, 2], x[:, 0])
+
+
+@pytest.mark.parametrize("b, k, v", [(1, 256, 1003), (3, 16, 8), (16, 33, 5), (2, 7, 4)])
+def test_linear_rows_matches_the_matmul(b, k, v):
+    """The decode head's kernel: x @ w.t() for a few rows, w's rows in groups of four and a ragged rest."""
+    from sigerlm.model import kernels
+
+    torch.manual_seed(0)
+    x, w = torch.randn(b, k, dtype=torch.float64), torch.randn(v, k, dtype=torch.float64)
+    out = kernels.load().linear_rows(x, w)
+    assert out.shape == (b, v)
+    torch.testing.assert_close(out, x @ w.t(), rtol=1e-12, atol=1e-12)
+    x32, w32 = x.float(), w.float()
+    torch.testing.assert_close(kernels.load().linear_rows(x32, w32.t().contiguous().t()), x32 @ w32.t())
+    with pytest.raises(RuntimeError, match="linear_rows"):
+        kernels.load().linear_rows(x, torch.randn(v, k + 1, dtype=torch.float64))

@@ -125,3 +125,30 @@ def test_the_text_adapter_runs_in_a_manifest(plugin_manager, run_manifest):
     }
     result = run_manifest(manifest).results["steps"][0]["results"]
     assert abs(result["loss"] - torch.log(torch.tensor(64.0)).item()) < 0.5  # untrained: near uniform
+
+
+def test_the_decode_head_uses_the_row_kernel_only_at_inference(tokenizer, monkeypatch):
+    """A decode step's head (a few rows, no gradients, kernels loaded) goes through core's
+    ``linear_rows``; with gradients, many rows or while exporting it stays a matmul. Same logits."""
+    from sigerlm.model import kernels
+
+    kernels.load()
+    model = text_model(SigerConfig.from_profile("tiny", d_model=32, n_layers=2), 300, tokenizer).eval()
+    calls = []
+    real = kernels.loaded()
+
+    class Spy:
+        def linear_rows(self, x, w):
+            calls.append(tuple(x.shape))
+            return real.linear_rows(x, w)
+
+    monkeypatch.setattr(kernels, "loaded", lambda: Spy())
+    hidden = torch.randn(3, 32)
+    with torch.no_grad():
+        fast = model.adapter.head(hidden)
+        model.adapter.head(torch.randn(17, 32))  # more rows than the kernel is for
+        model.adapter.head(torch.randn(2, 5, 32))  # a prefill's (b, l, d)
+    assert calls == [(3, 32)]
+    torch.testing.assert_close(fast, hidden @ model.adapter.head_weight.t(), rtol=1e-5, atol=1e-5)
+    model.adapter.head(hidden)  # gradients on: the matmul, so autograd sees it
+    assert calls == [(3, 32)]

@@ -127,6 +127,11 @@ def build_lock(folder: Path, timeout: float) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
+def loaded() -> Any:
+    """The kernels if something has loaded them already (a fused back-end), else None: never compiles."""
+    return _module
+
+
 def load() -> Any:
     """Compile (once per machine, source, torch and Python version) and load the kernels."""
     global _module

@@ -811,6 +811,57 @@ torch::Tensor cross_entropy_(torch::Tensor logits, torch::Tensor targets, int64_
   return loss;
 }
 
+
+// out = x @ w.t() for a few rows x (b, k) against a tall w (v, k), as a decode step's vocabulary head
+// is: every row of w is read once for all b rows of x, four rows of w at a time (four independent
+// accumulators), the rows of w split over torch's threads. torch's matmul ran this shape at a third
+// of numpy's speed on an AMD EPYC (memory-bound: w is read once either way).
+torch::Tensor linear_rows(torch::Tensor x, torch::Tensor w) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "linear_rows: x (b, k) and w (v, k)");
+  x = x.contiguous();
+  w = w.contiguous();
+  const int64_t b = x.size(0), k = x.size(1), v = w.size(0);
+  auto out = torch::empty({b, v}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linear_rows", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, (v + 3) / 4, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t o = 4 * g;
+        if (o + 4 <= v) {
+          const scalar_t *w0 = wp + o * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+          for (int64_t r = 0; r < b; ++r) {
+            const scalar_t* xr = xp + r * k;
+            scalar_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+_Pragma("omp simd reduction(+ : a0, a1, a2, a3)")
+            for (int64_t j = 0; j < k; ++j) {
+              a0 += w0[j] * xr[j];
+              a1 += w1[j] * xr[j];
+              a2 += w2[j] * xr[j];
+              a3 += w3[j] * xr[j];
+            }
+            scalar_t* orow = op + r * v + o;
+            orow[0] = a0;
+            orow[1] = a1;
+            orow[2] = a2;
+            orow[3] = a3;
+          }
+        } else {
+          for (int64_t q = o; q < v; ++q) {
+            for (int64_t r = 0; r < b; ++r) {
+              scalar_t acc = 0;
+_Pragma("omp simd reduction(+ : acc)")
+              for (int64_t j = 0; j < k; ++j) acc += wp[q * k + j] * xp[r * k + j];
+              op[r * v + q] = acc;
+            }
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -821,6 +872,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_forward", &rms_norm_forward, "RMSNorm forward: y and 1/rms per row (CPU)");
   m.def("rms_norm_backward", &rms_norm_backward, "RMSNorm backward: dx and dweight (CPU)");
   m.def("mixer_step", &mixer_step, "one decode step of the mixer between in_proj and out_proj (CPU)");
+  m.def("linear_rows", &linear_rows, "x @ w.t() for a few rows of x against a tall w (CPU)");
   m.def("build_info", &build_info, "the vector extensions the kernels were compiled for, and the threads");
   m.def("conv_silu_forward", &conv_silu_forward, "causal depthwise conv + SiLU forward (CPU)");
   m.def("conv_silu_backward", &conv_silu_backward, "causal depthwise conv + SiLU backward (CPU)");
