@@ -74,12 +74,7 @@ def gemm_to_matmul(model: Any) -> int:
         if has_bias:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [out], name=node.name + "/bias"))
         count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, nodes)
     return count
 
 
@@ -129,12 +124,7 @@ def quantize_gather_int8(model: Any) -> int:
             helper.make_node("Mul", [out + "/float", out + "/scale"], [out], name=node.name + "/dequantize"),
         ]
         count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, nodes)
     return count
 
 
@@ -175,3 +165,13 @@ def quantize_int4(model: Any, block_size: int, accuracy_level: int, embedding: b
     with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero block: 0 / 0, then np.where picks 0
         quantizer.process()
     return quantizer.model.model, rewritten
+
+
+def replace_nodes(graph, nodes: list) -> None:
+    """Give ``graph`` these nodes instead of its own and drop the initializers no node reads any more."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
