@@ -123,14 +123,12 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 hidden, state = self.backbone.step(self.embedding(token), state)
                 return self.head(hidden), state
 
-            def head(self, hidden):  # as sigerlm-text's head: core's row kernel where this checkout has one
-                weight = self.embedding.weight
+            def head(self, hidden):  # sigerlm-text's head where this checkout's core has the row kernel
                 if hasattr(kernels, "loaded"):
-                    from sigerlm_text.model import few_rows_at_inference
+                    from sigerlm_text.model import head_logits
 
-                    if few_rows_at_inference(hidden, weight):
-                        return kernels.loaded().linear_rows(hidden, weight)
-                return hidden @ weight.t()
+                    return head_logits(hidden, self.embedding.weight)
+                return hidden @ self.embedding.weight.t()
 
             def matmul_params(self) -> int:
                 per_layer = sum(

@@ -75,10 +75,12 @@ def main() -> None:
     if args.job:
         spec = json.loads(args.job)
         impl = spec["impl"]
-        run = {"export": export_job}.get(impl) or (
-            llama_job if impl.startswith("llama.cpp") else ort_job if impl.startswith("ort") else job
-        )
-        print(json.dumps(run(spec)))
+        if impl == "export":
+            print(json.dumps(export_job(spec)))
+        elif impl.startswith("llama.cpp"):
+            print(json.dumps(llama_job(spec)))
+        else:
+            print(json.dumps(ort_job(spec) if impl.startswith("ort") else job(spec)))
         return
     impls = ["cached"] + (["cached@base"] if args.base_src else []) + ["uncached"]
     try:

@@ -73,6 +73,20 @@ def fused_rms_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
     return _RMSNorm.apply(x.contiguous(), norm.weight, eps)
 
 
+def eager_cpu(*tensors: Tensor) -> bool:
+    """Plain CPU float32/float64 tensors (or parameters) of one dtype, without gradients and outside
+    tracing, export and torch.compile: where a compiled inference kernel may replace torch ops
+    (exported and compiled graphs see the torch ops)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    dtype = tensors[0].dtype
+    return (
+        not torch.compiler.is_compiling()
+        and dtype in (torch.float32, torch.float64)
+        and all(type(t) in (Tensor, nn.Parameter) and t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+    )
+
+
 def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
     """The compiled RMSNorm applies to a plain ``nn.RMSNorm`` over the last dimension with a
     weight and no hooks, on CPU float32 or float64 tensors."""
@@ -185,14 +199,7 @@ class SSMMixer(nn.Module):
         back-end, never while tracing or exporting (ONNX, torch.export, torch.compile see the
         torch ops below) and only when x_proj, dt_proj and conv1d are the plain modules whose
         weights it reads (a LoRA or quantized wrapper runs the torch ops)."""
-        if not self.fused_conv or torch.is_grad_enabled():
-            return False
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-            return False
-        tensors = (xz, *state)
-        if any(type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != xz.dtype for t in tensors):
-            return False
-        if xz.dtype not in (torch.float32, torch.float64) or self.A_log.dtype != xz.dtype:
+        if not (self.fused_conv and eager_cpu(xz, *state, self.A_log)):
             return False
         modules = ((self.x_proj, nn.Linear), (self.dt_proj, nn.Linear), (self.conv1d, nn.Conv1d))
         return self.x_proj.bias is None and all(
@@ -253,13 +260,7 @@ class SSMBlock(nn.Module):
         return self.mixer.init_state(batch_size, device, dtype)
 
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
-        if (
-            self.fused_norm
-            and not torch.is_grad_enabled()
-            and type(hidden_states) is torch.Tensor
-            and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
-            and uses_fused_norm(self.norm, hidden_states)
-        ):
+        if self.fused_norm and eager_cpu(hidden_states) and uses_fused_norm(self.norm, hidden_states):
             normed = fused_rms_norm(hidden_states, self.norm)  # (b, d), inference: no graph
         else:
             normed = self.norm(hidden_states)  # (b, d)

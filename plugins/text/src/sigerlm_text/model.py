@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from sigerlm.model import kernels
-from sigerlm.model.block import no_weight_decay
+from sigerlm.model.block import eager_cpu, no_weight_decay
 from sigerlm.model.checkpoint import CheckpointError
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.model import SigerModel
@@ -40,21 +40,18 @@ SigerLM = SigerModel
 HEAD_KERNEL_ROWS = 16
 
 
-def few_rows_at_inference(x: Tensor, weight: Tensor) -> bool:
-    """The head of a decode step on plain CPU tensors without gradients, with the kernels already
-    loaded by a fused back-end; never while tracing or exporting (ONNX sees the matmul)."""
-    if torch.is_grad_enabled() or kernels.loaded() is None or type(x) is not torch.Tensor:
-        return False
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-        return False
-    return (
-        x.dim() == 2
-        and x.shape[0] <= HEAD_KERNEL_ROWS
-        and x.device.type == weight.device.type == "cpu"
-        and x.dtype == weight.dtype
-        and x.dtype in (torch.float32, torch.float64)
-        and type(weight) in (torch.Tensor, nn.Parameter)
-    )
+def head_logits(hidden_states: Tensor, weight: Tensor) -> Tensor:
+    """``hidden_states @ weight.t()``; a decode step's few rows (no gradients, CPU, the kernels
+    already loaded by a fused back-end, not tracing or exporting) go through core's ``linear_rows``."""
+    loaded = kernels.loaded()
+    if (
+        loaded is not None
+        and hidden_states.dim() == 2
+        and hidden_states.shape[0] <= HEAD_KERNEL_ROWS
+        and eager_cpu(hidden_states, weight)
+    ):
+        return loaded.linear_rows(hidden_states, weight)
+    return hidden_states @ weight.t()  # (..., v)
 
 
 class TextAdapter(nn.Module):
@@ -90,10 +87,7 @@ class TextAdapter(nn.Module):
         return self.embedding(batch["input_ids"])  # (b, l, d)
 
     def head(self, hidden_states: Tensor) -> Tensor:
-        weight = self.head_weight
-        if few_rows_at_inference(hidden_states, weight):  # a decode step: (b, d) with b <= 16
-            return kernels.loaded().linear_rows(hidden_states, weight)
-        return hidden_states @ weight.t()  # (..., v)
+        return head_logits(hidden_states, self.head_weight)  # (..., v)
 
     def loss(self, batch: Mapping[str, Tensor], hidden_states: Tensor) -> Tensor:
         """Mean next-token cross-entropy over labels that are not -100 (logits never materialised).
