@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from sigerlm.model import kernels
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_state
+from sigerlm.model.fused import fused_mixer, norm_in_proj
 from sigerlm.model.scan import gated_selective_scan, selective_scan
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -101,6 +102,16 @@ def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
     )
 
 
+def plain(module: nn.Module, kind: type, bias: bool | None = None) -> bool:
+    """``module`` is exactly ``kind`` (not a LoRA or quantized wrapper), without hooks, and with
+    (``bias=True``) or without (``False``) a bias when that is given."""
+    return (
+        type(module) is kind
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and (bias is None or (getattr(module, "bias", None) is not None) == bias)
+    )
+
+
 class SSMMixer(nn.Module):
     """The selective state-space mixer (Mamba's ``mixer``)."""
 
@@ -162,17 +173,39 @@ class SSMMixer(nn.Module):
         return proj(dt), None, B, C
 
     def forward(self, hidden_states: Tensor, state: SSMState | None = None) -> tuple[Tensor, SSMState]:
-        b, l, _ = hidden_states.shape
-        xz = self.in_proj(hidden_states)  # (b, l, 2 * d_inner)
+        return self.mix(self.in_proj(hidden_states), state)
+
+    def fuses_whole(self, x: Tensor) -> bool:
+        """conv to out_proj run as one autograd function (``sigerlm.model.fused``): the fused
+        back-end, CPU float32/64, and the plain modules whose weights it reads."""
+        return (
+            self.fused_conv
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and plain(self.conv1d, nn.Conv1d, bias=True)
+            and plain(self.x_proj, nn.Linear, bias=False)
+            and plain(self.dt_proj, nn.Linear, bias=True)
+            and plain(self.out_proj, nn.Linear, bias=False)
+        )
+
+    def mix(self, xz: Tensor, state: SSMState | None = None) -> tuple[Tensor, SSMState]:
+        """Everything after ``in_proj``: its output ``xz`` (b, l, 2 * d_inner) to (b, l, d)."""
         x, z = xz.chunk(2, dim=-1)  # (b, l, d_inner) each
         conv_state = state[0] if state is not None else None
         new_conv_state = next_conv_state(x, conv_state, self.d_conv)  # (b, d_inner, k - 1)
+        ssm_state = None if state is None else state[1]
+        if xz.shape[1] > 0 and self.fuses_whole(xz):
+            conv, A = self.conv1d, -torch.exp(self.A_log.to(xz.dtype))
+            out, ssm_state = fused_mixer(
+                xz, conv.weight, conv.bias, conv_state, self.x_proj.weight, self.dt_proj.weight,
+                self.dt_proj.bias, A, self.D, self.out_proj.weight, ssm_state, self.dt_rank,
+            )  # fmt: skip
+            return out, (new_conv_state, ssm_state)
         if self.fused_conv:
             x = causal_conv_silu(x, self.conv1d.weight, self.conv1d.bias, conv_state)  # (b, l, d_inner)
         else:
             x = causal_conv_act(x, self.conv1d.weight, self.conv1d.bias, conv_state, self.act)  # (b, l, d_inner)
         A = -torch.exp(self.A_log.float())  # (d_inner, n)
-        ssm_state = None if state is None else state[1]
         if self.fused_conv:  # softplus, scan, D skip and SiLU gate in one kernel, forward and backward
             dt_pre, dt_bias, B, C = self._ssm_inputs_pre(x)
             y, ssm_state = gated_selective_scan(
@@ -248,11 +281,16 @@ class SSMBlock(nn.Module):
         self.fused_norm = config.scan == "fused"  # the compiled RMSNorm, where it applies
 
     def forward(self, hidden_states: Tensor, state: SSMState | None = None, return_state: bool = False):
-        if self.fused_norm and uses_fused_norm(self.norm, hidden_states):
-            normed = fused_rms_norm(hidden_states, self.norm)  # (b, l, d)
+        fused = self.fused_norm and uses_fused_norm(self.norm, hidden_states)
+        mixer = self.mixer
+        if fused and plain(mixer, SSMMixer) and plain(mixer.in_proj, nn.Linear, bias=False):
+            # norm and in_proj as one autograd function that keeps the input, not the normed rows
+            eps = self.norm.eps if self.norm.eps is not None else torch.finfo(hidden_states.dtype).eps
+            xz = norm_in_proj(hidden_states, self.norm.weight, eps, mixer.in_proj.weight)  # (b, l, 2 * d_inner)
+            out, new_state = mixer.mix(xz, state)
         else:
-            normed = self.norm(hidden_states)  # (b, l, d)
-        out, new_state = self.mixer(normed, state)
+            normed = fused_rms_norm(hidden_states, self.norm) if fused else self.norm(hidden_states)  # (b, l, d)
+            out, new_state = mixer(normed, state)
         hidden_states = hidden_states + self.dropout(out)
         return (hidden_states, new_state) if return_state else hidden_states
 
@@ -260,6 +298,24 @@ class SSMBlock(nn.Module):
         return self.mixer.init_state(batch_size, device, dtype)
 
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
+        mixer = self.mixer
+        if (
+            hidden_states.shape[0] <= 16
+            and self.fused_norm
+            and uses_fused_norm(self.norm, hidden_states)
+            and plain(mixer, SSMMixer)
+            and plain(mixer.in_proj, nn.Linear, bias=False)
+            and plain(mixer.out_proj, nn.Linear, bias=False)
+            and mixer._compiled_step_applies(hidden_states, state)
+            and eager_cpu(hidden_states, mixer.in_proj.weight, mixer.out_proj.weight)
+        ):  # the whole block in one compiled call (norm, in_proj, conv to gate, out_proj, residual)
+            eps = self.norm.eps if self.norm.eps is not None else torch.finfo(hidden_states.dtype).eps
+            conv, x_proj, dt_proj = mixer.conv1d, mixer.x_proj, mixer.dt_proj
+            hidden_states, conv_state, ssm_state = kernels.load().block_step(
+                hidden_states, *state, self.norm.weight, eps, mixer.in_proj.weight, conv.weight, conv.bias,
+                x_proj.weight, dt_proj.weight, dt_proj.bias, mixer.A_log, mixer.D, mixer.out_proj.weight,
+            )  # fmt: skip
+            return hidden_states, (conv_state, ssm_state)
         if self.fused_norm and eager_cpu(hidden_states) and uses_fused_norm(self.norm, hidden_states):
             normed = fused_rms_norm(hidden_states, self.norm)  # (b, d), inference: no graph
         else:

@@ -139,7 +139,7 @@ class _FusedGatedScan(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         u, dt_pre, dt_bias, A, B, C, D, z, stored = ctx.saved_tensors
         du, ddt, dA, dB, dC, dD, dstate, dz, dbias = kernels.load().gated_scan_backward(
-            dout.contiguous(), u, dt_pre, dt_bias, A, B, C, D, z, stored, dlast
+            dout.contiguous(), u, dt_pre, dt_bias, A, B, C, D, z, stored, dlast, False
         )
         return (
             du,

@@ -136,9 +136,11 @@ void forward_item(const Dims& s, int64_t bi, int64_t blk, const ScanPtrs<T>& p, 
 
 // Gradients an item writes: du, ddt (b, l, d) (GATED: of the pre-activation), dz (GATED, (b, l, d));
 // its own slices of dB, dC (blocks, b, l, n); its channels of dA (b, d, n), dD and dbias (b, d), dh0.
+// GATED with yout: also the gated output (b, l, d), recomputed on the way (for out_proj's weight
+// gradient when the caller did not keep it).
 template <typename T>
 struct GradPtrs {
-  T *du, *ddt, *dz, *dA, *dD, *dbias, *dB, *dC, *dh0;
+  T *du, *ddt, *dz, *dA, *dD, *dbias, *dB, *dC, *dh0, *yout;
 };
 
 template <typename T, bool GATED>
@@ -262,6 +264,11 @@ void backward_item(const Dims& s, int64_t bi, int64_t blk, const T* dy, const Sc
           const T sz = sigmoid(z_t[j]);
           dz_t[j] = dy_t[j] * yacc[j] * (sz * (T(1) + z_t[j] * (T(1) - sz)));
         }
+        if (gp.yout != nullptr) {
+          T* o_t = gp.yout + off + t * D + d0;
+#pragma omp simd
+          for (int64_t j = 0; j < w; ++j) o_t[j] = yacc[j] * (z_t[j] * sigmoid(z_t[j]));
+        }
       } else {
 #pragma omp simd
         for (int64_t j = 0; j < w; ++j) {
@@ -372,7 +379,7 @@ std::vector<torch::Tensor> scan_forward_impl(torch::Tensor u, torch::Tensor dt, 
 std::vector<torch::Tensor> scan_backward_impl(torch::Tensor dy, torch::Tensor u, torch::Tensor dt, torch::Tensor A,
                                               torch::Tensor B, torch::Tensor C, torch::Tensor Dv, torch::Tensor ckpt,
                                               c10::optional<torch::Tensor> dhlast, torch::Tensor bias,
-                                              torch::Tensor z) {
+                                              torch::Tensor z, bool with_output = false) {
   check(dy, "grad", 3);
   check_inputs(u, dt, A, B, C, Dv, bias, z);
   const Dims s = dims_of(u, B);
@@ -387,6 +394,7 @@ std::vector<torch::Tensor> scan_backward_impl(torch::Tensor dy, torch::Tensor u,
   auto dB_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
   auto dC_part = torch::empty({s.blocks, s.b, s.l, s.n}, u.options());
   auto dh0 = torch::empty({s.b, s.d, s.n}, u.options());
+  auto yout = gated && with_output ? torch::empty_like(u) : torch::Tensor();
   torch::Tensor dhl = optional_tensor(dhlast);
   if (dhl.defined()) dhl = dhl.contiguous();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
@@ -402,6 +410,7 @@ std::vector<torch::Tensor> scan_backward_impl(torch::Tensor dy, torch::Tensor u,
     gp.dB = dB_part.data_ptr<scalar_t>();
     gp.dC = dC_part.data_ptr<scalar_t>();
     gp.dh0 = dh0.data_ptr<scalar_t>();
+    gp.yout = yout.defined() ? yout.data_ptr<scalar_t>() : nullptr;
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     const scalar_t* ck = ckpt.data_ptr<scalar_t>();
     at::parallel_for(0, s.b * s.blocks, 1, [&](int64_t begin, int64_t end) {
@@ -417,6 +426,7 @@ std::vector<torch::Tensor> scan_backward_impl(torch::Tensor dy, torch::Tensor u,
   if (gated) {
     out.push_back(dz);
     out.push_back(dbias_part.sum(0));
+    if (yout.defined()) out.push_back(yout);
   }
   return out;
 }
@@ -442,12 +452,13 @@ std::vector<torch::Tensor> gated_scan_forward(torch::Tensor u, torch::Tensor dt,
   return scan_forward_impl(u, dt, A, B, C, Dv, h0, save_states, optional_tensor(dt_bias), z);
 }
 
-// Returns du, ddt (of the pre-activation), dA, dB, dC, dD, dh0, dz (b, l, d), ddt_bias (d).
+// Returns du, ddt (of the pre-activation), dA, dB, dC, dD, dh0, dz (b, l, d), ddt_bias (d) and,
+// with with_output, the gated output (b, l, d) recomputed on the way.
 std::vector<torch::Tensor> gated_scan_backward(torch::Tensor dout, torch::Tensor u, torch::Tensor dt,
                                                c10::optional<torch::Tensor> dt_bias, torch::Tensor A, torch::Tensor B,
                                                torch::Tensor C, torch::Tensor Dv, torch::Tensor z, torch::Tensor ckpt,
-                                               c10::optional<torch::Tensor> dhlast) {
-  return scan_backward_impl(dout, u, dt, A, B, C, Dv, ckpt, dhlast, optional_tensor(dt_bias), z);
+                                               c10::optional<torch::Tensor> dhlast, bool with_output) {
+  return scan_backward_impl(dout, u, dt, A, B, C, Dv, ckpt, dhlast, optional_tensor(dt_bias), z, with_output);
 }
 
 // How the kernels were built: the vector extensions the compiler targeted and the thread count.
@@ -862,6 +873,25 @@ _Pragma("omp simd reduction(+ : acc)")
   });
   return out;
 }
+
+// One decode step of a whole pre-norm block for a few rows (b up to about 16, where linear_rows
+// beats the matmul): hidden + out_proj(mixer_step(in_proj(rms_norm(hidden)))), the same kernels
+// the block calls one by one, in one call: at batch 1 a step of a small block costs more in
+// per-call overhead than in arithmetic. Returns the new hidden (b, d_model) and the new states.
+std::vector<torch::Tensor> block_step(torch::Tensor hidden, torch::Tensor conv_state, torch::Tensor ssm_state,
+                                      torch::Tensor norm_w, double eps, torch::Tensor in_w, torch::Tensor conv_w,
+                                      torch::Tensor conv_b, torch::Tensor x_proj_w, torch::Tensor dt_proj_w,
+                                      c10::optional<torch::Tensor> dt_proj_b, torch::Tensor A_log, torch::Tensor Dv,
+                                      torch::Tensor out_w) {
+  TORCH_CHECK(hidden.dim() == 2, "block step: hidden must be (b, d_model)");
+  hidden = hidden.contiguous();
+  auto normed = rms_norm_forward(hidden, norm_w.contiguous(), eps)[0];
+  auto mixed = mixer_step(linear_rows(normed, in_w), conv_state, ssm_state, conv_w, conv_b, x_proj_w, dt_proj_w,
+                          dt_proj_b, A_log, Dv);
+  auto out = linear_rows(mixed[0], out_w);
+  out.add_(hidden);
+  return {out, mixed[1], mixed[2]};
+}
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -872,6 +902,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_forward", &rms_norm_forward, "RMSNorm forward: y and 1/rms per row (CPU)");
   m.def("rms_norm_backward", &rms_norm_backward, "RMSNorm backward: dx and dweight (CPU)");
   m.def("mixer_step", &mixer_step, "one decode step of the mixer between in_proj and out_proj (CPU)");
+  m.def("block_step", &block_step, "one decode step of a pre-norm SSM block for a few rows (CPU)");
   m.def("linear_rows", &linear_rows, "x @ w.t() for a few rows of x against a tall w (CPU)");
   m.def("build_info", &build_info, "the vector extensions the kernels were compiled for, and the threads");
   m.def("conv_silu_forward", &conv_silu_forward, "causal depthwise conv + SiLU forward (CPU)");
