@@ -162,3 +162,22 @@ def test_block_step_kernel_equals_the_step_of_modules_and_the_forward(rows, monk
     torch.testing.assert_close(got[0], full[:, 0], rtol=1e-5, atol=1e-5)
     for a, e in zip(got[1], full_state, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_weights_get_no_gradient_and_the_input_the_same_one():
+    """With every weight frozen (a frozen backbone) the functions skip the weight products; the
+    input's gradient is the composition's."""
+    torch.manual_seed(0)
+    block = SSMBlock(SigerConfig(d_model=16, n_layers=2, d_state=4), 0)
+    block.requires_grad_(False)
+    x = torch.randn(2, 21, 16, requires_grad=True)
+    grads = []
+    for composition in (False, True):
+        hooks = composed(block) if composition else []
+        x.grad = None
+        block(x).pow(2).sum().backward()
+        grads.append(x.grad.clone())
+        for hook in hooks:
+            hook.remove()
+    assert all(p.grad is None for p in block.parameters())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)

@@ -103,11 +103,12 @@ def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
 
 
 def plain(module: nn.Module, kind: type, bias: bool | None = None) -> bool:
-    """``module`` is exactly ``kind`` (not a LoRA or quantized wrapper), without hooks, and with
-    (``bias=True``) or without (``False``) a bias when that is given."""
+    """``module`` is exactly ``kind`` (not a LoRA or quantized wrapper), without hooks (forward or
+    backward), and with (``bias=True``) or without (``False``) a bias when that is given."""
     return (
         type(module) is kind
         and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (module._backward_hooks or module._backward_pre_hooks)
         and (bias is None or (getattr(module, "bias", None) is not None) == bias)
     )
 

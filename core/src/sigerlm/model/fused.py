@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from sigerlm.model import kernels
 
@@ -42,12 +43,15 @@ class _NormInProj(torch.autograd.Function):
         return F.linear(normed, w_in)  # (b, l, 2 di)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dxz):
         x, norm_weight, rstd, w_in = ctx.saved_tensors
         kernel = kernels.load()
-        normed, _ = kernel.rms_norm_forward(x, norm_weight, ctx.eps)  # recomputed: one pass
         dxz = dxz.contiguous()
-        dw_in = _flat(dxz).t().mm(_flat(normed))  # (2 di, d)
+        dw_in = None
+        if ctx.needs_input_grad[3]:  # a frozen in_proj needs no normed rows
+            normed, _ = kernel.rms_norm_forward(x, norm_weight, ctx.eps)  # recomputed: one pass
+            dw_in = _flat(dxz).t().mm(_flat(normed))  # (2 di, d)
         dx, dnorm_weight = kernel.rms_norm_backward(dxz.matmul(w_in), x, norm_weight, rstd)
         return dx, dnorm_weight, None, dw_in
 
@@ -59,7 +63,7 @@ def norm_in_proj(x: Tensor, norm_weight: Tensor, eps: float, w_in: Tensor) -> Te
 
 class _FusedMixer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, ssm_state, r):
+    def forward(ctx, xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, ssm_state, r, save):
         kernel = kernels.load()
         di = xz.shape[-1] // 2
         x, z = xz[..., :di], xz[..., di:]  # strided views, read in place by the kernels
@@ -68,7 +72,7 @@ class _FusedMixer(torch.autograd.Function):
         n = (x_dbl.shape[-1] - r) // 2
         dt_low, B, C = torch.split(x_dbl, [r, n, n], dim=-1)
         dt_pre = F.linear(dt_low, w_dt)  # (b, l, di), before its bias
-        save = any(ctx.needs_input_grad)
+        save = save and any(ctx.needs_input_grad)  # grad mode is off in here: the caller's
         outputs = kernel.gated_scan_forward(u, dt_pre, b_dt, A, B.contiguous(), C.contiguous(), D, z, ssm_state, save)
         if save:
             ctx.save_for_backward(xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, x_dbl, outputs[2])
@@ -76,7 +80,9 @@ class _FusedMixer(torch.autograd.Function):
         return F.linear(outputs[0], w_out), outputs[1]  # (b, l, d), (b, di, n)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dlast):
+        need = ctx.needs_input_grad
         xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, x_dbl, stored = ctx.saved_tensors
         kernel, r, n = kernels.load(), ctx.r, ctx.n
         di = xz.shape[-1] // 2
@@ -91,12 +97,12 @@ class _FusedMixer(torch.autograd.Function):
         # each (b, l, di) temporary is dropped as soon as it is used: a backward's peak is one
         # block's temporaries on top of every block's saved tensors
         del dt_pre
-        dw_out = _flat(dout).t().mm(_flat(gated))  # (d, di)
+        dw_out = _flat(dout).t().mm(_flat(gated)) if need[9] else None  # (d, di)
         del gated
-        dw_dt = _flat(ddt).t().mm(_flat(dt_low))  # (di, r)
+        dw_dt = _flat(ddt).t().mm(_flat(dt_low)) if need[5] else None  # (di, r)
         dx_dbl = torch.cat([ddt.matmul(w_dt), dB, dC], dim=-1)  # (b, l, R)
         del ddt
-        dw_x = _flat(dx_dbl).t().mm(_flat(u))  # (R, di)
+        dw_x = _flat(dx_dbl).t().mm(_flat(u)) if need[4] else None  # (R, di)
         del u
         _flat(du).addmm_(_flat(dx_dbl), w_x)  # x_proj's share of the conv output's gradient
         dx, dconv_w, dconv_b, dconv_state = kernel.conv_silu_backward(du, x, conv_w, conv_b, conv_state)
@@ -108,11 +114,12 @@ class _FusedMixer(torch.autograd.Function):
             dconv_state if conv_state is not None else None,
             dw_x,
             dw_dt,
-            dbias,
+            dbias if b_dt is not None else None,
             dA,
             dD,
             dw_out,
             dstate if ctx.has_state else None,
+            None,
             None,
         )
 
@@ -137,7 +144,8 @@ def fused_mixer(
     gated scan (``A`` (di, n), ``D`` (di,), ``ssm_state`` (b, di, n)) and ``out_proj`` (``w_out``
     (d, di), no bias)."""
     states = [None if s is None else s.contiguous() for s in (conv_state, ssm_state)]
+    save = torch.is_grad_enabled()  # a no-grad prefill keeps no scan states
     return _FusedMixer.apply(
-        xz if xz.stride(-1) == 1 else xz.contiguous(),
-        conv_w, conv_b, states[0], w_x, w_dt, b_dt, A.contiguous(), D, w_out, states[1], r,
+        xz if xz.stride(-1) == 1 else xz.contiguous(), conv_w, conv_b, states[0], w_x, w_dt,
+        None if b_dt is None else b_dt.contiguous(), A.contiguous(), D.contiguous(), w_out, states[1], r, save,
     )  # fmt: skip

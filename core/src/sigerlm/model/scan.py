@@ -87,9 +87,9 @@ def selective_scan_chunked(
 # -- the fused C++ kernel ------------------------------------------------------------------------
 class _FusedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, state):
+    def forward(ctx, u, dt, A, B, C, D, state, grad_mode):
         kernel = kernels.load()
-        save = any(ctx.needs_input_grad)
+        save = grad_mode and any(ctx.needs_input_grad)  # grad mode is off in here: the caller's
         outputs = kernel.scan_forward(u, dt, A, B, C, D, state, save)
         if save:
             y, last, stored = outputs
@@ -105,7 +105,7 @@ class _FusedScan(torch.autograd.Function):
         du, ddt, dA, dB, dC, dD, dstate = kernels.load().scan_backward(
             dy.contiguous(), u, dt, A, B, C, D, stored, dlast
         )
-        return du, ddt, dA, dB, dC, dD, dstate if ctx.has_state else None
+        return du, ddt, dA, dB, dC, dD, dstate if ctx.has_state else None, None
 
 
 def selective_scan_fused(
@@ -117,14 +117,14 @@ def selective_scan_fused(
     if u.dtype not in (torch.float32, torch.float64):
         raise ScanBackendError(f"the 'fused' scan takes float32 or float64, not {u.dtype}")
     args = [t.contiguous() for t in (u, dt, A, B, C, D)]
-    return _FusedScan.apply(*args, None if state is None else state.contiguous())
+    return _FusedScan.apply(*args, None if state is None else state.contiguous(), torch.is_grad_enabled())
 
 
 class _FusedGatedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, dt_pre, dt_bias, A, B, C, D, z, state):
+    def forward(ctx, u, dt_pre, dt_bias, A, B, C, D, z, state, grad_mode):
         kernel = kernels.load()
-        save = any(ctx.needs_input_grad)
+        save = grad_mode and any(ctx.needs_input_grad)
         outputs = kernel.gated_scan_forward(u, dt_pre, dt_bias, A, B, C, D, z, state, save)
         if save:
             out, last, stored = outputs
@@ -151,6 +151,7 @@ class _FusedGatedScan(torch.autograd.Function):
             dD,
             dz,
             dstate if ctx.has_state else None,
+            None,
         )
 
 
@@ -202,7 +203,8 @@ def gated_selective_scan(
     args = [t.contiguous() for t in (u, dt_pre)]
     bias = None if dt_bias is None else dt_bias.contiguous()
     rest = [t.contiguous() for t in (A, B, C, D)]
-    return _FusedGatedScan.apply(*args, bias, *rest, z, None if state is None else state.contiguous())
+    state = None if state is None else state.contiguous()
+    return _FusedGatedScan.apply(*args, bias, *rest, z, state, torch.is_grad_enabled())
 
 
 SCANS = {"reference": selective_scan_ref, "chunked": selective_scan_chunked, "fused": selective_scan_fused}

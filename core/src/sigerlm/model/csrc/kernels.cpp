@@ -672,6 +672,11 @@ std::vector<torch::Tensor> mixer_step(torch::Tensor xz, torch::Tensor conv_state
   const int64_t b = xz.size(0), d = xz.size(1) / 2, K = conv_w.size(-1), n = A_log.size(1);
   const int64_t r = dt_proj_w.size(1);
   TORCH_CHECK(x_proj_w.size(0) == r + 2 * n && x_proj_w.size(1) == d, "mixer step: x_proj has the wrong shape");
+  TORCH_CHECK(conv_state.dim() == 3 && conv_state.size(0) == b && conv_state.size(1) == d &&
+                  conv_state.size(2) == std::max<int64_t>(K - 1, 0),
+              "mixer step: the conv state must be (b, d_inner, d_conv - 1)");
+  TORCH_CHECK(ssm_state.dim() == 3 && ssm_state.size(0) == b && ssm_state.size(1) == d && ssm_state.size(2) == n,
+              "mixer step: the ssm state must be (b, d_inner, d_state)");
   xz = xz.contiguous();
   conv_state = conv_state.contiguous();
   ssm_state = ssm_state.contiguous();
@@ -883,7 +888,7 @@ std::vector<torch::Tensor> block_step(torch::Tensor hidden, torch::Tensor conv_s
                                       torch::Tensor conv_b, torch::Tensor x_proj_w, torch::Tensor dt_proj_w,
                                       c10::optional<torch::Tensor> dt_proj_b, torch::Tensor A_log, torch::Tensor Dv,
                                       torch::Tensor out_w) {
-  TORCH_CHECK(hidden.dim() == 2, "block step: hidden must be (b, d_model)");
+  TORCH_CHECK(hidden.dim() == 2 && norm_w.numel() == hidden.size(1), "block step: hidden must be (b, d_model)");
   hidden = hidden.contiguous();
   auto normed = rms_norm_forward(hidden, norm_w.contiguous(), eps)[0];
   auto mixed = mixer_step(linear_rows(normed, in_w), conv_state, ssm_state, conv_w, conv_b, x_proj_w, dt_proj_w,
