@@ -9,6 +9,7 @@ from sigerlm.model import kernels
 from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.fused import fused_mixer, norm_in_proj
+from sigerlm_testkit import saved_tensor_bytes
 
 # (batch, length, d_model, d_state): length 1, ragged 16-position chunks, batch 1, d_state 1
 SHAPES = [(1, 1, 16, 4), (2, 37, 16, 4), (1, 64, 32, 16), (3, 17, 8, 1), (2, 100, 24, 3)]
@@ -93,27 +94,15 @@ def test_norm_in_proj_float64_gradcheck():
     assert torch.autograd.gradcheck(lambda x, w, w_in: norm_in_proj(x, w, 1e-6, w_in), (x, w, w_in))
 
 
-def saved_bytes(fn):
-    saved = {}
-
-    def pack(t):
-        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # storages, once each
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(saved.values())
-
-
 def test_fused_block_keeps_less_for_backward():
     """The composition keeps the normed rows, the conv output, dt_proj's output and the gated
     output besides what both keep: d + 3 d_inner floats a position."""
     b, l, d = 2, 256, 64
     block = SSMBlock(SigerConfig(d_model=d, n_layers=2, d_state=16), 0)
     x = torch.randn(b, l, d, requires_grad=True)
-    fused = saved_bytes(lambda: block(x))
+    fused = saved_tensor_bytes(lambda: block(x))
     hooks = composed(block)
-    whole = saved_bytes(lambda: block(x))
+    whole = saved_tensor_bytes(lambda: block(x))
     for hook in hooks:
         hook.remove()
     di = block.mixer.d_inner

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from sigerlm.model.block import fused_rms_norm, uses_fused_norm
+from sigerlm_testkit import saved_tensor_bytes
 
 
 @pytest.mark.parametrize("shape", [(2, 37, 20), (1, 1, 16), (3, 130, 256), (5, 3)], ids=str)
@@ -36,20 +37,9 @@ def test_fused_rms_norm_keeps_less_for_backward():
     norm = nn.RMSNorm(256, eps=1e-5)
     x = torch.randn(4, 512, 256, requires_grad=True)
 
-    def saved(fn):
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            fn()
-        return sum(storages.values())
-
     act = x.numel() * 4
-    assert saved(lambda: fused_rms_norm(x, norm)) < act * 1.1  # x, rstd (a float a row) and the weight
-    assert saved(lambda: norm(x)) >= 2 * act  # torch's composite keeps x and x * rstd
+    assert saved_tensor_bytes(lambda: fused_rms_norm(x, norm)) < act * 1.1  # x, rstd (a float a row) and the weight
+    assert saved_tensor_bytes(lambda: norm(x)) >= 2 * act  # torch's composite keeps x and x * rstd
 
 
 def test_only_plain_rms_norms_on_the_cpu_are_fused():

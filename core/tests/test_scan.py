@@ -11,6 +11,7 @@ from sigerlm.model.scan import (
     gated_selective_scan_ref,
     selective_scan,
 )
+from sigerlm_testkit import saved_tensor_bytes
 
 
 def inputs(b, l, d, n, dtype=torch.float32, state=True, seed=0):
@@ -193,18 +194,6 @@ def test_gated_scan_on_other_backends_is_the_reference(backend):
     torch.testing.assert_close(got[1], last)
 
 
-def saved_bytes(fn):
-    saved = {}
-
-    def pack(t):
-        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # storages, once each
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(saved.values())
-
-
 def test_fused_gated_scan_keeps_three_fewer_activations():
     """The reference keeps dt, y and silu(z) (three (b, l, d) tensors) besides the inputs; the
     fused kernel keeps the inputs and one state every 16 positions."""
@@ -213,8 +202,8 @@ def test_fused_gated_scan_keeps_three_fewer_activations():
     u, dt_pre, dt_bias, A, B, C, D, xz, _ = leaves
     z = xz[..., d:]
     act = b * l * d * 4  # one (b, l, d) float32 tensor
-    ref = saved_bytes(lambda: gated_selective_scan_ref(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
-    fused = saved_bytes(lambda: gated_selective_scan(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
+    ref = saved_tensor_bytes(lambda: gated_selective_scan_ref(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
+    fused = saved_tensor_bytes(lambda: gated_selective_scan(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
     states = b * (l // 16) * d * n * 4
     assert fused <= ref - 3 * act + states + act // 8, (fused, ref, act)
 

@@ -172,6 +172,22 @@ def assert_imports_without_torch(module: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def saved_tensor_bytes(fn: Any) -> int:
+    """Bytes autograd keeps for the backward while ``fn()`` runs: every saved tensor's storage,
+    counted once however many tensors view it (what a kernel's "keeps less" claim is about)."""
+    import torch
+
+    storages: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
 def manifest_test_overrides(path: str | Path) -> list[str]:
     """The ``--set`` overrides a manifest asks tests to use, from a comment line
     ``# test-overrides: key=value ...`` (to shrink a long main job to seconds)."""
