@@ -67,11 +67,15 @@ class _RMSNorm(torch.autograd.Function):
         return dx, dweight, None
 
 
+def norm_eps(norm: nn.RMSNorm, x: Tensor) -> float:
+    """The epsilon ``norm`` applies to ``x``: its own, or the dtype's machine epsilon (torch's default)."""
+    return norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+
+
 def fused_rms_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
     """``norm(x)`` through the compiled kernel: one pass forward and one backward, keeping ``x``
     and one float a row where torch's composite RMSNorm keeps ``x``, ``x * rstd`` and ``rstd``."""
-    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
-    return _RMSNorm.apply(x.contiguous(), norm.weight, eps)
+    return _RMSNorm.apply(x.contiguous(), norm.weight, norm_eps(norm, x))
 
 
 def eager_cpu(*tensors: Tensor) -> bool:
@@ -88,20 +92,6 @@ def eager_cpu(*tensors: Tensor) -> bool:
     )
 
 
-def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
-    """The compiled RMSNorm applies to a plain ``nn.RMSNorm`` over the last dimension with a
-    weight and no hooks, on CPU float32 or float64 tensors."""
-    return (
-        type(norm) is nn.RMSNorm
-        and norm.weight is not None
-        and len(norm.normalized_shape) == 1
-        and not (norm._forward_hooks or norm._forward_pre_hooks)
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and x.dtype == norm.weight.dtype
-    )
-
-
 def plain(module: nn.Module, kind: type, bias: bool | None = None) -> bool:
     """``module`` is exactly ``kind`` (not a LoRA or quantized wrapper), without hooks (forward or
     backward), and with (``bias=True``) or without (``False``) a bias when that is given."""
@@ -110,6 +100,19 @@ def plain(module: nn.Module, kind: type, bias: bool | None = None) -> bool:
         and not (module._forward_hooks or module._forward_pre_hooks)
         and not (module._backward_hooks or module._backward_pre_hooks)
         and (bias is None or (getattr(module, "bias", None) is not None) == bias)
+    )
+
+
+def uses_fused_norm(norm: nn.Module, x: Tensor) -> bool:
+    """The compiled RMSNorm applies to a plain ``nn.RMSNorm`` over the last dimension with a
+    weight and no hooks, on CPU float32 or float64 tensors."""
+    return (
+        plain(norm, nn.RMSNorm)
+        and norm.weight is not None
+        and len(norm.normalized_shape) == 1
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dtype == norm.weight.dtype
     )
 
 
@@ -228,16 +231,17 @@ class SSMMixer(nn.Module):
             torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype),
         )
 
-    def _compiled_step_applies(self, xz: Tensor, state: SSMState) -> bool:
+    def _compiled_step_applies(self, xz: Tensor, state: SSMState, *weights: Tensor) -> bool:
         """The compiled step (``mixer_step``) runs for inference on plain CPU tensors with the fused
         back-end, never while tracing or exporting (ONNX, torch.export, torch.compile see the
         torch ops below) and only when x_proj, dt_proj and conv1d are the plain modules whose
-        weights it reads (a LoRA or quantized wrapper runs the torch ops)."""
-        if not (self.fused_conv and eager_cpu(xz, *state, self.A_log)):
-            return False
-        modules = ((self.x_proj, nn.Linear), (self.dt_proj, nn.Linear), (self.conv1d, nn.Conv1d))
-        return self.x_proj.bias is None and all(
-            type(m) is kind and not (m._forward_hooks or m._forward_pre_hooks) for m, kind in modules
+        weights it reads (a LoRA or quantized wrapper runs the torch ops), nor ``weights`` either."""
+        return (
+            self.fused_conv
+            and eager_cpu(xz, *state, self.A_log, *weights)
+            and plain(self.x_proj, nn.Linear, bias=False)
+            and plain(self.dt_proj, nn.Linear)
+            and plain(self.conv1d, nn.Conv1d, bias=True)
         )
 
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
@@ -286,7 +290,7 @@ class SSMBlock(nn.Module):
         mixer = self.mixer
         if fused and plain(mixer, SSMMixer) and plain(mixer.in_proj, nn.Linear, bias=False):
             # norm and in_proj as one autograd function that keeps the input, not the normed rows
-            eps = self.norm.eps if self.norm.eps is not None else torch.finfo(hidden_states.dtype).eps
+            eps = norm_eps(self.norm, hidden_states)
             xz = norm_in_proj(hidden_states, self.norm.weight, eps, mixer.in_proj.weight)  # (b, l, 2 * d_inner)
             out, new_state = mixer.mix(xz, state)
         else:
@@ -301,17 +305,15 @@ class SSMBlock(nn.Module):
     def step(self, hidden_states: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
         mixer = self.mixer
         if (
-            hidden_states.shape[0] <= 16
+            hidden_states.shape[0] <= kernels.ROW_KERNEL_ROWS
             and self.fused_norm
             and uses_fused_norm(self.norm, hidden_states)
             and plain(mixer, SSMMixer)
             and plain(mixer.in_proj, nn.Linear, bias=False)
             and plain(mixer.out_proj, nn.Linear, bias=False)
-            and mixer._compiled_step_applies(hidden_states, state)
-            and eager_cpu(hidden_states, mixer.in_proj.weight, mixer.out_proj.weight)
+            and mixer._compiled_step_applies(hidden_states, state, mixer.in_proj.weight, mixer.out_proj.weight)
         ):  # the whole block in one compiled call (norm, in_proj, conv to gate, out_proj, residual)
-            eps = self.norm.eps if self.norm.eps is not None else torch.finfo(hidden_states.dtype).eps
-            conv, x_proj, dt_proj = mixer.conv1d, mixer.x_proj, mixer.dt_proj
+            conv, x_proj, dt_proj, eps = mixer.conv1d, mixer.x_proj, mixer.dt_proj, norm_eps(self.norm, hidden_states)
             hidden_states, conv_state, ssm_state = kernels.load().block_step(
                 hidden_states, *state, self.norm.weight, eps, mixer.in_proj.weight, conv.weight, conv.bias,
                 x_proj.weight, dt_proj.weight, dt_proj.bias, mixer.A_log, mixer.D, mixer.out_proj.weight,

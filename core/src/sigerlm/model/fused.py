@@ -63,7 +63,7 @@ def norm_in_proj(x: Tensor, norm_weight: Tensor, eps: float, w_in: Tensor) -> Te
 
 class _FusedMixer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, ssm_state, r, save):
+    def forward(ctx, xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, ssm_state, r, grad_mode):
         kernel = kernels.load()
         di = xz.shape[-1] // 2
         x, z = xz[..., :di], xz[..., di:]  # strided views, read in place by the kernels
@@ -72,7 +72,7 @@ class _FusedMixer(torch.autograd.Function):
         n = (x_dbl.shape[-1] - r) // 2
         dt_low, B, C = torch.split(x_dbl, [r, n, n], dim=-1)
         dt_pre = F.linear(dt_low, w_dt)  # (b, l, di), before its bias
-        save = save and any(ctx.needs_input_grad)  # grad mode is off in here: the caller's
+        save = grad_mode and any(ctx.needs_input_grad)  # grad mode is off in here: the caller's
         outputs = kernel.gated_scan_forward(u, dt_pre, b_dt, A, B.contiguous(), C.contiguous(), D, z, ssm_state, save)
         if save:
             ctx.save_for_backward(xz, conv_w, conv_b, conv_state, w_x, w_dt, b_dt, A, D, w_out, x_dbl, outputs[2])
@@ -144,8 +144,8 @@ def fused_mixer(
     gated scan (``A`` (di, n), ``D`` (di,), ``ssm_state`` (b, di, n)) and ``out_proj`` (``w_out``
     (d, di), no bias)."""
     states = [None if s is None else s.contiguous() for s in (conv_state, ssm_state)]
-    save = torch.is_grad_enabled()  # a no-grad prefill keeps no scan states
     return _FusedMixer.apply(
         xz if xz.stride(-1) == 1 else xz.contiguous(), conv_w, conv_b, states[0], w_x, w_dt,
-        None if b_dt is None else b_dt.contiguous(), A.contiguous(), D.contiguous(), w_out, states[1], r, save,
+        None if b_dt is None else b_dt.contiguous(), A.contiguous(), D.contiguous(), w_out, states[1], r,
+        torch.is_grad_enabled(),  # a no-grad prefill keeps no scan states
     )  # fmt: skip

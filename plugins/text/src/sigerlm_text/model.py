@@ -35,11 +35,6 @@ IGNORE_INDEX = -100
 SigerLM = SigerModel
 
 
-#: up to this many rows, core's compiled ``linear_rows`` beats torch's matmul for the head (on an
-#: AMD EPYC: 1.7 against 2.9 ms at 1 row, 3.9 against 7.1 ms at 4 rows, even at 16; 1 thread)
-HEAD_KERNEL_ROWS = 16
-
-
 def head_logits(hidden_states: Tensor, weight: Tensor) -> Tensor:
     """``hidden_states @ weight.t()``; a decode step's few rows (no gradients, CPU, the kernels
     already loaded by a fused back-end, not tracing or exporting) go through core's ``linear_rows``."""
@@ -47,7 +42,7 @@ def head_logits(hidden_states: Tensor, weight: Tensor) -> Tensor:
     if (
         loaded is not None
         and hidden_states.dim() == 2
-        and hidden_states.shape[0] <= HEAD_KERNEL_ROWS
+        and hidden_states.shape[0] <= kernels.ROW_KERNEL_ROWS
         and eager_cpu(hidden_states, weight)
     ):
         return loaded.linear_rows(hidden_states, weight)
