@@ -11,6 +11,9 @@ and head, it measures, in one run with the implementations interleaved:
   8192, every position's (``full``); ``siger-chunked`` prefills in pieces of 2048 with the state
   carried, so its memory does not grow with the length;
 - decode ms/token at contexts 128, 2048 and 8192, and how much memory decoding adds;
+  prefill's ``last`` logits and every decode step's go through one head function on every
+  side (``decode_head``: sigerlm-text's head, core's row kernel for a few rows), so the
+  comparison is the layers, as ``gpt2-lce`` makes it in training;
 - peak RSS of every measurement (each runs in its own process, so peaks do not mix);
 - the scan alone (forward + backward) for each scan back-end.
 
@@ -123,12 +126,8 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 hidden, state = self.backbone.step(self.embedding(token), state)
                 return self.head(hidden), state
 
-            def head(self, hidden):  # sigerlm-text's head where this checkout's core has the row kernel
-                if hasattr(kernels, "loaded"):
-                    from sigerlm_text.model import head_logits
-
-                    return head_logits(hidden, self.embedding.weight)
-                return hidden @ self.embedding.weight.t()
+            def head(self, hidden):
+                return decode_head(hidden, self.embedding.weight)
 
             def matmul_params(self) -> int:
                 per_layer = sum(
@@ -189,8 +188,10 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         from transformers import GPT2Config, GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
+        from sigerlm.model import kernels
         from sigerlm_text.losses import linear_cross_entropy
 
+        kernels.load()  # the head's row kernel (decode_head), loaded as SigerLM's side loads it
         hf_logging.set_verbosity_error()
         # depth: the parameter count closest to SigerLM's without the position table, which is
         # extended to the longest length measured and costs no FLOPs (4 layers at `small`)
@@ -226,25 +227,45 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
                 return self.model(input_ids=ids, labels=ids).loss
 
             def prefill(self, ids):
-                out = self.model(input_ids=ids, use_cache=True)
-                return out.logits[:, -1], out.past_key_values
+                out = self.model.transformer(input_ids=ids, use_cache=True)
+                return decode_head(out.last_hidden_state[:, -1], self.model.lm_head.weight), out.past_key_values
 
             def forward_last(self, ids, chunk=None):  # final hidden states -> last position's logits
                 hidden = self.model.transformer(input_ids=ids, use_cache=False).last_hidden_state
-                return hidden[:, -1] @ self.model.lm_head.weight.t()
+                return decode_head(hidden[:, -1], self.model.lm_head.weight)
 
             def forward_full(self, ids):  # every position's logits, as GPT2LMHeadModel returns them
                 return self.model(input_ids=ids, use_cache=False).logits
 
             def step(self, token, cache):
-                out = self.model(input_ids=token[:, None], past_key_values=cache, use_cache=True)
-                return out.logits[:, -1], out.past_key_values
+                out = self.model.transformer(input_ids=token[:, None], past_key_values=cache, use_cache=True)
+                return decode_head(out.last_hidden_state[:, -1], self.model.lm_head.weight), out.past_key_values
 
             def matmul_params(self) -> int:
                 return vocab * d + gpt_layers * 12 * d * d
 
         return GPT2()
     raise ValueError(f"unknown implementation {impl}")
+
+
+def check_base_src(path: str | None) -> None:
+    """``--base-src`` must hold a ``sigerlm`` package: on ``PYTHONPATH`` a missing folder would be
+    skipped silently and the "base" rows would measure this checkout."""
+    if path and not (Path(path) / "sigerlm" / "__init__.py").is_file():
+        sys.exit(f"--base-src {path}: no sigerlm package there (e.g. git worktree add /tmp/base18 8db10b9)")
+
+
+def decode_head(hidden: Any, weight: Any) -> Any:
+    """The last position's logits, the same product on every side: sigerlm-text's head (core's
+    row kernel for a decode step's few rows) where the measured core has that kernel, else the
+    matmul (the checkout before issue 18)."""
+    from sigerlm.model import kernels
+
+    if not hasattr(kernels, "loaded"):
+        return hidden @ weight.t()
+    from sigerlm_text.model import head_logits
+
+    return head_logits(hidden, weight)
 
 
 def state_bytes(state: Any) -> int:
@@ -491,6 +512,7 @@ def main() -> None:
         args.lengths, args.prefill_lengths, args.contexts, args.prefill_chunk = [64, 128], [64, 256], [16, 64], 32
         args.full_logits_max = 64
     impls = [i for i in args.impls if available(i)]
+    check_base_src(args.base_src)
     if args.base_src:
         impls.insert(1, "siger@base")
     skipped = sorted(set(args.impls) - set(impls))

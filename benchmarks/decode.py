@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone import VOCAB, build, peak_mb, rss_mb
+from backbone import VOCAB, build, check_base_src, peak_mb, rss_mb
 
 # the folder off the path again (also the script's own entry): benchmarks/onnx.py would shadow `import onnx`
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -82,6 +82,7 @@ def main() -> None:
         else:
             print(json.dumps(ort_job(spec) if impl.startswith("ort") else job(spec)))
         return
+    check_base_src(args.base_src)
     impls = ["cached"] + (["cached@base"] if args.base_src else []) + ["uncached"]
     try:
         import transformers  # noqa: F401
