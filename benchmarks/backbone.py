@@ -91,9 +91,7 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
             max_seq_len=max_len,
             scan="reference" if impl == "reference" else "fused",
         )
-        from sigerlm.model import kernels
-
-        kernels.load()  # compiled or loaded before the baseline memory is read
+        measured_kernels().load()  # compiled or loaded before the baseline memory is read
 
         class Siger(nn.Module):
             def __init__(self) -> None:
@@ -188,10 +186,9 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
         from transformers import GPT2Config, GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
-        from sigerlm.model import kernels
         from sigerlm_text.losses import linear_cross_entropy
 
-        kernels.load()  # the head's row kernel (decode_head), loaded as SigerLM's side loads it
+        measured_kernels().load()  # the head's row kernel (decode_head), loaded as SigerLM's side loads it
         hf_logging.set_verbosity_error()
         # depth: the parameter count closest to SigerLM's without the position table, which is
         # extended to the longest length measured and costs no FLOPs (4 layers at `small`)
@@ -249,19 +246,29 @@ def build(impl: str, shape: dict[str, int], max_len: int) -> Any:
 
 
 def check_base_src(path: str | None) -> None:
-    """``--base-src`` must hold a ``sigerlm`` package: on ``PYTHONPATH`` a missing folder would be
-    skipped silently and the "base" rows would measure this checkout."""
-    if path and not (Path(path) / "sigerlm" / "__init__.py").is_file():
+    """``--base-src`` (a ``PYTHONPATH``) must hold a ``sigerlm`` package: a missing folder would be
+    skipped silently and the "base" rows would measure this checkout. A checkout from before
+    sigerlm-kernels also needs its text plugin: ``BASE/core/src:BASE/plugins/text/src``."""
+    folders = [Path(p) for p in (path or "").split(os.pathsep) if p]
+    if path and not any((folder / "sigerlm" / "__init__.py").is_file() for folder in folders):
         sys.exit(f"--base-src {path}: no sigerlm package there (e.g. git worktree add /tmp/base18 8db10b9)")
 
 
-def decode_head(hidden: Any, weight: Any) -> Any:
-    """The last position's logits, the same product on every side: sigerlm-text's head (core's
-    row kernel for a decode step's few rows) where the measured core has that kernel, else the
-    matmul (the checkout before issue 18)."""
-    from sigerlm.model import kernels
+def measured_kernels() -> Any:
+    """The compiled kernels of the checkout measured: sigerlm-kernels', or core's own in a
+    ``--base-src`` from before they moved to that package."""
+    try:
+        from sigerlm.model import kernels  # type: ignore[attr-defined]
+    except ImportError:
+        from sigerlm_kernels import kernels
+    return kernels
 
-    if not hasattr(kernels, "loaded"):
+
+def decode_head(hidden: Any, weight: Any) -> Any:
+    """The last position's logits, the same product on every side: sigerlm-text's head (the
+    row kernel for a decode step's few rows) where the measured checkout has that kernel, else the
+    matmul (the checkout before issue 18)."""
+    if not hasattr(measured_kernels(), "loaded"):
         return hidden @ weight.t()
     from sigerlm_text.model import head_logits
 

@@ -14,6 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -e "./core[test]" \
   -e "./testkit" \
+  -e "./plugins/kernels[test]" \
   -e "./plugins/text[test]" \
   -e "./plugins/lora[test]" \
   -e "./plugins/moe[test]" \

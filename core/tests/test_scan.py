@@ -1,238 +1,104 @@
-"""The fast scans give the reference's outputs and gradients, with memory bounded by a chunk."""
+"""Core's scans: the chunked scan gives the reference's outputs and gradients with memory bounded
+by a chunk; other back-ends are registered by name and run whole blocks."""
 
 import pytest
 import torch
 
 from sigerlm.model import config as config_module
-from sigerlm.model.scan import (
-    SCANS,
-    ScanBackendError,
-    gated_selective_scan,
-    gated_selective_scan_ref,
-    selective_scan,
-)
-from sigerlm_testkit import saved_tensor_bytes
+from sigerlm.model import scan as scan_module
+from sigerlm.model.backbone import Backbone
+from sigerlm.model.block import SSMBlock
+from sigerlm.model.config import ConfigError, SigerConfig, register_scan
+from sigerlm.model.scan import ScanBackendError, scan_backend, selective_scan, selective_scan_ref
+from sigerlm_testkit import saved_tensor_bytes, scan_inputs, scan_results
 
 
-def inputs(b, l, d, n, dtype=torch.float32, state=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype)
-
-    u = rnd(b, l, d)
-    dt = torch.nn.functional.softplus(rnd(b, l, d) - 1.0)
-    A = -torch.exp(rnd(d, n) * 0.5)
-    B, C, D = rnd(b, l, n), rnd(b, l, n), rnd(d)
-    h = rnd(b, d, n) if state else None
-    return [t.requires_grad_() if t is not None else None for t in (u, dt, A, B, C, D, h)]
+def chunked(*args):
+    return selective_scan(*args, backend="chunked")
 
 
-def run(backend, args, weights):
-    for t in args:
-        if t is not None:
-            t.grad = None
-    y, last = selective_scan(*args, backend=backend)
-    # a loss that touches every output and the last state with different weights
-    ((y * weights[0]).sum() + (last * weights[1]).sum()).backward()
-    return [y.detach(), last.detach()] + [t.grad.clone() for t in args if t is not None]
-
-
-SHAPES = [
-    (2, 37, 20, 4),  # nothing divides evenly
-    (1, 1, 16, 1),  # length 1, batch 1, d_state 1
-    (1, 64, 16, 16),  # exactly two fused chunks
-    (3, 130, 35, 16),  # several chunks of both back-ends, ragged channel blocks
-    (2, 5, 3, 2),  # fewer channels than one block
-]
-
-
-@pytest.mark.parametrize("backend", ["chunked", "fused"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [(2, 37, 20, 4), (1, 1, 16, 1), (3, 130, 35, 16)], ids=str)
 @pytest.mark.parametrize("with_state", [False, True])
-def test_fast_scans_match_the_reference(backend, shape, with_state):
-    args = inputs(*shape, state=with_state)
+def test_the_chunked_scan_matches_the_reference(shape, with_state):
+    args = scan_inputs(*shape, state=with_state)
     b, l, d, n = shape
     weights = (torch.randn(b, l, d), torch.randn(b, d, n))
-    expected = run("reference", args, weights)
-    got = run(backend, args, weights)
-    names = ["y", "last_state", "du", "ddt", "dA", "dB", "dC", "dD", "dstate"]
-    for name, a, e in zip(names[: len(expected)], got, expected, strict=True):
-        scale = e.abs().max().clamp_min(1.0)
-        assert (a - e).abs().max() / scale <= 1e-4, f"{backend} {name} differs from the reference"
+    expected = scan_results(selective_scan_ref, args, weights)
+    got = scan_results(chunked, args, weights)
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["chunked", "fused"])
-def test_float64_gradcheck(backend):
-    args = [t.detach().double().requires_grad_() for t in inputs(2, 7, 5, 3, state=True)]
-    assert torch.autograd.gradcheck(lambda *a: selective_scan(*a, backend=backend), args)
+def test_float64_gradcheck():
+    args = [t.detach().double().requires_grad_() for t in scan_inputs(2, 7, 5, 3, state=True)]
+    assert torch.autograd.gradcheck(chunked, args)
 
 
-@pytest.mark.parametrize("backend", ["chunked", "fused"])
-def test_training_memory_is_bounded_by_a_chunk(backend):
+def test_training_memory_is_bounded_by_a_chunk():
     """What the scan saves for backward is far smaller than the (b, l, d, n) tensor."""
     b, l, d, n = 1, 1024, 32, 16
-    args = inputs(b, l, d, n, state=False)
-    saved = []
-
-    def pack(t):
-        saved.append(t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        selective_scan(*args, backend=backend)
+    args = scan_inputs(b, l, d, n, state=False)
     full = b * l * d * n * 4
     inputs_bytes = sum(t.numel() * 4 for t in args if t is not None)
-    assert sum(saved) - inputs_bytes < full / 4, f"saved {sum(saved)} bytes; the full state tensor is {full}"
+    saved = saved_tensor_bytes(lambda: chunked(*args))
+    assert saved - inputs_bytes < full / 4, f"saved {saved} bytes; the full state tensor is {full}"
 
 
-def test_inference_saves_nothing_and_matches():
-    args = [t.detach() for t in inputs(2, 50, 24, 8) if t is not None]
-    with torch.no_grad():
-        ref = selective_scan(*args, backend="reference")
-        for backend in ("chunked", "fused"):
-            out = selective_scan(*args, backend=backend)
-            torch.testing.assert_close(out[0], ref[0], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(out[1], ref[1], rtol=1e-5, atol=1e-5)
-
-
-def test_backends_are_named_in_config_and_errors_are_clear():
-    assert set(config_module.SCANS) == set(SCANS)
-    args = [t.detach() for t in inputs(1, 4, 4, 2, state=False) if t is not None]
-    with pytest.raises(ScanBackendError, match="unknown scan back-end 'fast'; back-ends: reference, chunked, fused"):
+def test_unknown_back_ends_are_clear_errors():
+    args = [t.detach() for t in scan_inputs(1, 4, 4, 2, state=False) if t is not None]
+    with pytest.raises(ScanBackendError, match="unknown scan back-end 'fast'; back-ends: reference, chunked"):
         selective_scan(*args, backend="fast")
-    with pytest.raises(ScanBackendError, match="takes float32 or float64"):
-        selective_scan(*[t.half() for t in args], backend="fused")
+    with pytest.raises(ScanBackendError, match="unknown scan back-end 'fast'"):
+        Backbone(SigerConfig.from_profile("tiny", scan="fast"))
+    with pytest.raises(ConfigError, match="scan must be a back-end name"):
+        SigerConfig(scan="no such")
+    with pytest.raises(ConfigError, match="cannot register scan back-end 'chunked'"):
+        register_scan("chunked", "somewhere:else")
 
 
-# -- the block's fused scan: softplus(dt + bias), scan, D skip and the SiLU gate in one kernel ------
-def gated_inputs(b, l, d, n, dtype=torch.float32, state=True, bias=True, seed=0):
-    """Inputs of ``gated_selective_scan``; z is the second half of a (b, l, 2d) tensor, as in the block."""
-    g = torch.Generator().manual_seed(seed)
+class Recording:
+    """A registered back-end that runs the block's torch ops and records what it was asked."""
 
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype)
+    def __init__(self):
+        self.calls = []
 
-    u = rnd(b, l, d)
-    # dt_pre spans both sides of softplus' threshold (20) only in the test below; here a realistic range
-    dt_pre = rnd(b, l, d) - 1.0
-    dt_bias = rnd(d) * 0.5 if bias else None
-    A = -torch.exp(rnd(d, n) * 0.5)
-    B, C, D = rnd(b, l, n), rnd(b, l, n), rnd(d)
-    xz = rnd(b, l, 2 * d)
-    h = rnd(b, d, n) if state else None
-    leaves = [t.requires_grad_() if t is not None else None for t in (u, dt_pre, dt_bias, A, B, C, D, xz, h)]
-    return leaves
+    def selective_scan(self, *args):
+        self.calls.append("scan")
+        return selective_scan_ref(*args)
 
+    def forward(self, block, hidden, state):
+        self.calls.append("forward")
+        return block.mixer(block.norm(hidden), state)
 
-def gated_run(fn, leaves, weights):
-    for t in leaves:
-        if t is not None:
-            t.grad = None
-    u, dt_pre, dt_bias, A, B, C, D, xz, h = leaves
-    z = xz[..., xz.shape[-1] // 2 :]  # a strided view
-    out, last = fn(u, dt_pre, dt_bias, A, B, C, D, z, h)
-    ((out * weights[0]).sum() + (last * weights[1]).sum()).backward()
-    return [out.detach(), last.detach()] + [t.grad.clone() for t in leaves if t is not None]
+    def step(self, block, hidden, state):
+        self.calls.append("step")
+        return None  # the block's torch ops
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("with_state", [False, True])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_gated_scan_matches_its_reference(shape, with_state, with_bias):
-    """Outputs and every gradient (u, dt_pre, dt_bias, A, B, C, D, z through its parent, state)."""
-    leaves = gated_inputs(*shape, state=with_state, bias=with_bias)
-    b, l, d, n = shape
-    weights = (torch.randn(b, l, d), torch.randn(b, d, n))
-    expected = gated_run(gated_selective_scan_ref, leaves, weights)
-    got = gated_run(lambda *a: gated_selective_scan(*a, backend="fused"), leaves, weights)
-    names = ["out", "last_state", "du", "ddt_pre", "ddt_bias", "dA", "dB", "dC", "dD", "dxz", "dstate"]
-    names = [n for n in names if (n != "ddt_bias" or with_bias) and (n != "dstate" or with_state)]
-    assert len(names) == len(expected) == len(got)
-    for name, a, e in zip(names, got, expected, strict=True):
-        scale = e.abs().max().clamp_min(1.0)
-        assert (a - e).abs().max() / scale <= 1e-4, f"fused gated scan: {name} differs from the reference"
+RECORDING = Recording()
 
 
-def test_fused_gated_scan_follows_softplus_beyond_its_threshold():
-    """Above 20 torch's softplus is the identity (and its slope 1): the kernel does the same."""
-    leaves = gated_inputs(2, 9, 6, 3, dtype=torch.float64)
-    with torch.no_grad():
-        leaves[1][:, ::2] += 25.0  # half the positions past the threshold
-        leaves[0].mul_(0.01)  # keeps the states moderate with such steps
-    weights = (torch.randn(2, 9, 6, dtype=torch.float64), torch.randn(2, 6, 3, dtype=torch.float64))
-    expected = gated_run(gated_selective_scan_ref, leaves, weights)
-    got = gated_run(lambda *a: gated_selective_scan(*a, backend="fused"), leaves, weights)
-    for a, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+@pytest.fixture
+def recording(monkeypatch):
+    monkeypatch.setitem(config_module.SCAN_BACKENDS, "recording", f"{__name__}:RECORDING")
+    monkeypatch.setattr(scan_module, "_loaded", {})
+    RECORDING.calls.clear()
+    return RECORDING
 
 
-@pytest.mark.parametrize("with_state", [False, True])
-def test_fused_gated_scan_float64_gradcheck(with_state):
-    leaves = [t.detach().double().requires_grad_() if t is not None else None for t in gated_inputs(2, 7, 5, 3)]
-    if not with_state:
-        leaves[-1] = None
-    u, dt_pre, dt_bias, A, B, C, D, xz, h = leaves
-
-    def fn(u, dt_pre, dt_bias, A, B, C, D, xz, *h):
-        z = xz[..., xz.shape[-1] // 2 :]
-        return gated_selective_scan(u, dt_pre, dt_bias, A, B, C, D, z, h[0] if h else None, backend="fused")
-
-    args = [u, dt_pre, dt_bias, A, B, C, D, xz] + ([h] if with_state else [])
-    assert torch.autograd.gradcheck(fn, args)
-
-
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
-def test_gated_scan_on_other_backends_is_the_reference(backend):
-    leaves = [t.detach() if t is not None else None for t in gated_inputs(2, 20, 8, 4)]
-    u, dt_pre, dt_bias, A, B, C, D, xz, h = leaves
-    z = xz[..., 8:]
-    got = gated_selective_scan(u, dt_pre, dt_bias, A, B, C, D, z, h, backend=backend)
-    dt = torch.nn.functional.softplus(dt_pre + dt_bias)
-    y, last = selective_scan(u, dt, A, B, C, D, h, backend="reference")
-    torch.testing.assert_close(got[0], y * torch.nn.functional.silu(z))
-    torch.testing.assert_close(got[1], last)
-
-
-def test_fused_gated_scan_keeps_three_fewer_activations():
-    """The reference keeps dt, y and silu(z) (three (b, l, d) tensors) besides the inputs; the
-    fused kernel keeps the inputs and one state every 16 positions."""
-    b, l, d, n = 2, 512, 64, 16
-    leaves = gated_inputs(b, l, d, n, state=False)
-    u, dt_pre, dt_bias, A, B, C, D, xz, _ = leaves
-    z = xz[..., d:]
-    act = b * l * d * 4  # one (b, l, d) float32 tensor
-    ref = saved_tensor_bytes(lambda: gated_selective_scan_ref(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
-    fused = saved_tensor_bytes(lambda: gated_selective_scan(u, dt_pre, dt_bias, A, B, C, D, z, backend="fused"))
-    states = b * (l // 16) * d * n * 4
-    assert fused <= ref - 3 * act + states + act // 8, (fused, ref, act)
-
-
-@pytest.mark.parametrize("with_state", [False, True])
-def test_the_fused_block_equals_the_reference_block(with_state):
-    """A whole backbone with ``scan: fused`` (the fused conv and gated-scan kernels) against the
-    same weights with ``scan: reference`` (plain torch ops): hidden states, the returned state
-    and the gradient of every parameter."""
-    from sigerlm.model.backbone import Backbone
-    from sigerlm.model.config import SigerConfig
-
+def test_a_registered_back_end_runs_every_block(recording):
+    """Imported by name when a block is built, handed every block's forward and step, and its
+    ``selective_scan`` is the one ``scan: NAME`` means; a None step runs the torch ops."""
+    assert scan_backend("recording") is recording and scan_backend("chunked") is None
     torch.manual_seed(0)
-    fused = Backbone(SigerConfig.from_profile("tiny", scan="fused"))
-    reference = Backbone(SigerConfig.from_profile("tiny", scan="reference"))
-    reference.load_state_dict(fused.state_dict())
-    x = torch.randn(2, 37, fused.config.d_model)
-    state = None
-    if with_state:
-        with torch.no_grad():
-            _, state = reference.forward_hidden(torch.randn(2, 5, fused.config.d_model), return_state=True)
-    outs = []
-    for model in (fused, reference):
-        hidden, last = model.forward_hidden(x, state=state, return_state=True)
-        (hidden.square().sum() + sum(s.sum() for layer in last for s in layer)).backward()
-        outs.append((hidden.detach(), last, {k: p.grad for k, p in model.named_parameters()}))
-    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
-    for a, e in zip(outs[0][1], outs[1][1], strict=True):
-        torch.testing.assert_close(a[0], e[0])
-        torch.testing.assert_close(a[1], e[1], rtol=1e-4, atol=1e-5)
-    for name, grad in outs[1][2].items():
-        torch.testing.assert_close(outs[0][2][name], grad, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    model = Backbone(SigerConfig.from_profile("tiny", scan="recording")).eval()
+    reference = Backbone(SigerConfig.from_profile("tiny", scan="reference")).eval()
+    reference.load_state_dict(model.state_dict())
+    assert all(isinstance(layer, SSMBlock) and layer.kernels is recording for layer in model.layers)
+    x = torch.randn(2, 6, model.config.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+        assert recording.calls == ["forward", "scan"] * model.config.n_layers
+        state = model.init_state(2)
+        _, state = model.step(x[:, 0], state)
+    assert recording.calls[-model.config.n_layers :] == ["step"] * model.config.n_layers

@@ -1,6 +1,6 @@
-"""``pip install -e plugins/lampung`` into a fresh virtual environment that holds only core and
-text, then ``siger lampung translate``: the plugin's declared dependencies are enough, and it
-loads without sigerlm-serving.
+"""``pip install -e plugins/lampung`` into a fresh virtual environment that holds only core, its
+kernels (sigerlm-kernels, which text depends on) and text, then ``siger lampung translate``: the
+plugin's declared dependencies are enough, and it loads without sigerlm-serving.
 
 Nothing heavy is downloaded: the fresh environment sees the third-party packages of the
 environment running the tests (torch, rapidfuzz, sacrebleu, ...) through a ``.pth`` file that
@@ -52,11 +52,12 @@ def test_lampung_in_a_fresh_venv_with_core_and_text(tmp_path):
     # setuptools torch asks for (the venv ships an older one ahead of the linked folder)
     sh(pip + ["hatchling", "editables", "setuptools>=77.0.3"])
     offline = pip + ["--no-index", "--no-build-isolation"]
-    sh(offline + ["--no-deps", "-e", ROOT / "core", "-e", ROOT / "testkit", "-e", ROOT / "plugins" / "text"])
+    sh(offline + ["--no-deps", "-e", ROOT / "core", "-e", ROOT / "testkit", "-e", ROOT / "plugins" / "kernels"])
+    sh(offline + ["--no-deps", "-e", ROOT / "plugins" / "text"])
     sh(offline + ["-e", ROOT / "plugins" / "lampung"])  # its own dependencies resolve, with no index
 
     plugins = {r["name"]: r for r in json.loads(sh([venv / "bin" / "siger", "plugins", "--json"]))}
-    assert set(plugins) == {"core", "text", "lampung"}
+    assert set(plugins) == {"core", "kernels", "text", "lampung"}
     assert plugins["lampung"]["components"] == {"datasets": ["lampung-parallel"], "evaluators": ["lampung-translation"]}
 
     env = {"SIGER_DATA_DIR": str(data_dir()), "SIGER_CACHE_DIR": str(tmp_path / "cache")}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The plugin's tests in a fresh virtual environment holding only core, text, lora and moe
+# (and sigerlm-kernels, which text depends on)
 # (issue 16: "the plugin's tests pass in a fresh environment holding only core, text, lora and
 # moe"), plus sigerlm-testkit, the test doubles every test extra names. sigerlm-serving is not
 # installed, so its test skips.
@@ -16,12 +17,12 @@ PYTHON="${PYTHON:-python3.11}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
 "${PIP[@]}" "${TORCH_WHEEL:-torch==2.13.0}"
-"${PIP[@]}" -e "$ROOT/core" -e "$ROOT/testkit" -e "$ROOT/plugins/text" -e "$ROOT/plugins/lora" -e "$ROOT/plugins/moe[test]"
+"${PIP[@]}" -e "$ROOT/core" -e "$ROOT/testkit" -e "$ROOT/plugins/kernels" -e "$ROOT/plugins/text" -e "$ROOT/plugins/lora" -e "$ROOT/plugins/moe[test]"
 # exactly these SigerLM distributions, nothing else
 "$VENV/bin/python" - <<'PY'
 from importlib import metadata
 names = sorted({d.metadata["Name"] for d in metadata.distributions() if d.metadata["Name"].startswith("sigerlm")})
-assert names == ["sigerlm", "sigerlm-lora", "sigerlm-moe", "sigerlm-testkit", "sigerlm-text"], names
+assert names == ["sigerlm", "sigerlm-kernels", "sigerlm-lora", "sigerlm-moe", "sigerlm-testkit", "sigerlm-text"], names
 print("SigerLM distributions:", ", ".join(names))
 PY
 cd "$VENV"  # not the workspace: its pyproject and .venv play no part

@@ -130,7 +130,7 @@ def test_the_text_adapter_runs_in_a_manifest(plugin_manager, run_manifest):
 def test_the_decode_head_uses_the_row_kernel_only_at_inference(tokenizer, monkeypatch):
     """A decode step's head (a few rows, no gradients, kernels loaded) goes through core's
     ``linear_rows``; with gradients, many rows or while exporting it stays a matmul. Same logits."""
-    from sigerlm.model import kernels
+    from sigerlm_kernels import kernels
 
     kernels.load()
     model = text_model(SigerConfig.from_profile("tiny", d_model=32, n_layers=2), 300, tokenizer).eval()

@@ -1,6 +1,7 @@
-"""The third-party proof: a fresh virtual environment holding only core and this plugin (and
-its test extra) runs the plugin's tests, ``siger plugins`` lists it, and ``siger run`` trains,
-evaluates and saves a classifier that ``siger timeseries stream`` then streams. No sigerlm-text.
+"""The third-party proof: a fresh virtual environment holding only core, its compiled kernels
+(sigerlm-kernels, the default scan back-end) and this plugin (and its test extra) runs the
+plugin's tests, ``siger plugins`` lists it, and ``siger run`` trains, evaluates and saves a
+classifier that ``siger timeseries stream`` then streams. No sigerlm-text.
 
 Nothing heavy is downloaded: the fresh environment sees the third-party packages of the
 environment running the tests (torch, numpy, aeon, ...) through a ``.pth`` file that points at
@@ -48,13 +49,13 @@ def test_core_and_timeseries_alone_in_a_fresh_venv(tmp_path):
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     sh(pip + ["hatchling", "editables", "setuptools>=77.0.3"])
     offline = pip + ["--no-index", "--no-build-isolation"]
-    sh(offline + ["--no-deps", ROOT / "core", ROOT / "testkit"])
+    sh(offline + ["--no-deps", ROOT / "core", ROOT / "testkit", ROOT / "plugins" / "kernels"])
     sh(offline + [f"{PLUGIN}[test]"])  # a regular install; its dependencies resolve with no index
 
     where = sh([python, "-c", "import sigerlm_timeseries; print(sigerlm_timeseries.__file__)"]).strip()
     assert Path(where).is_relative_to(venv)
     plugins = {r["name"]: r for r in json.loads(sh([siger, "plugins", "--json"]))}
-    assert set(plugins) == {"core", "timeseries"}
+    assert set(plugins) == {"core", "kernels", "timeseries"}
     assert plugins["timeseries"]["components"]["adapters"] == ["series"]
 
     manifest = ROOT / "registry" / "manifests" / "timeseries-classify.yaml"

@@ -13,12 +13,15 @@ Fixtures:
 - ``run_manifest``: runs a manifest (a dict or a file) with ``plugin_manager`` in a temporary
   folder and returns the ``RunResult``.
 
-The session pins torch to one thread (the test machines have two shared cores).
+The session pins torch to one thread (the test machines have two shared cores) and, where
+sigerlm-kernels is installed, imports it, which registers ``scan: fused`` (the default) as loading
+the plugins does in a ``siger`` process.
 This module imports pytest only when pytest is installed, and never imports torch itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -81,6 +84,8 @@ if pytest is not None:
         except ImportError:
             return
         torch.set_num_threads(1)
+        with contextlib.suppress(ImportError):
+            import sigerlm_kernels  # noqa: F401 - registers scan: fused
 
     @pytest.fixture
     def plugin_manager() -> SigerPluginManager:
@@ -186,6 +191,35 @@ def saved_tensor_bytes(fn: Any) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(storages.values())
+
+
+def scan_inputs(b: int, l: int, d: int, n: int, dtype: Any = None, state: bool = True, seed: int = 0) -> list[Any]:
+    """Leaves ``u, dt, A, B, C, D, state`` of a selective scan (``sigerlm.model.scan``; state
+    None without ``state``), realistic in range and requiring gradients: for scan back-end tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int) -> Any:
+        return torch.randn(*shape, generator=g, dtype=dtype or torch.float32)
+
+    u = rnd(b, l, d)
+    dt = torch.nn.functional.softplus(rnd(b, l, d) - 1.0)
+    A = -torch.exp(rnd(d, n) * 0.5)
+    B, C, D = rnd(b, l, n), rnd(b, l, n), rnd(d)
+    h = rnd(b, d, n) if state else None
+    return [t.requires_grad_() if t is not None else None for t in (u, dt, A, B, C, D, h)]
+
+
+def scan_results(scan: Any, args: list[Any], weights: tuple[Any, Any]) -> list[Any]:
+    """``scan(*args) -> (y, last)``, then the gradients of ``sum(y * weights[0]) + sum(last *
+    weights[1])`` (every output and the last state, weighted differently): ``[y, last, du, ...]``."""
+    for t in args:
+        if t is not None:
+            t.grad = None
+    y, last = scan(*args)
+    ((y * weights[0]).sum() + (last * weights[1]).sum()).backward()
+    return [y.detach(), last.detach()] + [t.grad.clone() for t in args if t is not None]
 
 
 def manifest_test_overrides(path: str | Path) -> list[str]:

@@ -38,17 +38,15 @@ class Backbone(nn.Module):
         factory = block_factory or ssm_block
         self.layers = nn.ModuleList([factory(config, i) for i in range(config.n_layers)])
         self.norm_f = make_norm(config)
-        conv = "fused" if config.scan == "fused" and config.activation == "silu" else "torch"
         kinds = sorted({type(layer).__name__ for layer in self.layers})
         log.info(
-            "backbone %s: %d layers (%s), d_model %d, d_state %d, scan %s, conv %s",
+            "backbone %s: %d layers (%s), d_model %d, d_state %d, scan %s",
             config.identity,
             config.n_layers,
             ", ".join(kinds),
             config.d_model,
             config.d_state,
             config.scan,
-            conv,
         )
 
     def forward_hidden(

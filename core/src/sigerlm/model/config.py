@@ -14,7 +14,19 @@ from sigerlm.errors import SigerError, did_you_mean
 
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("silu", "gelu", "relu")
-SCANS = ("reference", "chunked", "fused")
+#: the scans core runs with torch ops (``sigerlm.model.scan``)
+SCANS = ("reference", "chunked")
+#: scan back-ends from other packages: name -> ``"module:attribute"`` of the back-end object, imported
+#: when a block first uses it (``register_scan``; sigerlm-kernels registers ``fused``, the default)
+SCAN_BACKENDS: dict[str, str] = {}
+
+
+def register_scan(name: str, target: str) -> None:
+    """Make ``scan: name`` mean the back-end object at ``target`` (``"package.module:attribute"``);
+    see ``sigerlm.model.block`` for what a back-end provides. Registering a name again replaces it."""
+    if name in SCANS or not name.isidentifier() or ":" not in target:
+        raise ConfigError(f"cannot register scan back-end {name!r} -> {target!r}: a new name and a 'module:attribute'")
+    SCAN_BACKENDS[name] = target
 
 
 class ConfigError(SigerError, ValueError):
@@ -38,7 +50,7 @@ class SigerConfig:
     norm_eps: float = 1e-5
     activation: str = "silu"  # silu | gelu | relu
     max_seq_len: int = 128  # the training window
-    scan: str = "fused"  # selective-scan back-end: fused (C++ kernel) | chunked (pure PyTorch) | reference (loop)
+    scan: str = "fused"  # selective-scan back-end: chunked (pure PyTorch) | reference (loop) | a registered one (fused)
     block: str = "ssm"  # the registered block every layer uses
     model_alias: str | None = None  # public identity SIGER-<ALIAS>
     profile: str | None = field(default=None, compare=False)  # the profile this came from
@@ -63,7 +75,9 @@ class SigerConfig:
             problems.append(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name, allowed in (("norm_type", NORMS), ("activation", ACTIVATIONS), ("scan", SCANS)):
+        if not isinstance(self.scan, str) or not self.scan.isidentifier():
+            problems.append(f"scan must be a back-end name ({', '.join((*SCANS, *SCAN_BACKENDS))}), got {self.scan!r}")
+        for name, allowed in (("norm_type", NORMS), ("activation", ACTIVATIONS)):
             value = getattr(self, name)
             if value not in allowed:
                 hint = did_you_mean(str(value), allowed)

@@ -23,7 +23,7 @@ CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in float32)
 def _chunk_loss_and_grad(logits: Tensor, targets: Tensor, ignore_index: int, grad: bool, backend: str) -> Tensor:
     """Per-row loss of a logits chunk; with ``grad``, the logits become ``softmax - onehot``."""
     if backend == "fused" and logits.device.type == "cpu":
-        from sigerlm.model import kernels
+        from sigerlm_kernels import kernels
 
         return kernels.load().cross_entropy_(logits, targets, ignore_index, grad)
     valid = targets != ignore_index

@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sigerlm.model import kernels
-from sigerlm.model.block import eager_cpu, no_weight_decay
+from sigerlm.model.block import no_weight_decay
 from sigerlm.model.checkpoint import CheckpointError
 from sigerlm.model.config import SigerConfig
 from sigerlm.model.model import SigerModel
+from sigerlm_kernels import kernels
+from sigerlm_kernels.ops import eager_cpu
 from sigerlm_text.losses import linear_cross_entropy
 from sigerlm_text.tokenizers.base import TextTokenizer, TokenizerError
 
@@ -37,7 +38,8 @@ SigerLM = SigerModel
 
 def head_logits(hidden_states: Tensor, weight: Tensor) -> Tensor:
     """``hidden_states @ weight.t()``; a decode step's few rows (no gradients, CPU, the kernels
-    already loaded by a fused back-end, not tracing or exporting) go through core's ``linear_rows``."""
+    already loaded by the fused back-end, not tracing or exporting) go through sigerlm-kernels'
+    ``linear_rows``."""
     loaded = kernels.loaded()
     if (
         loaded is not None

@@ -6,6 +6,7 @@ from torch import nn
 
 from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
+from sigerlm_kernels.backend import compiled_step_applies
 
 
 def block_and_state(batch, seed=0, **overrides):
@@ -26,10 +27,10 @@ def test_compiled_step_equals_the_torch_step(batch, overrides):
     x = torch.randn(batch, config.d_model)
     for _ in range(3):  # chained steps
         with torch.no_grad():
-            assert block.mixer._compiled_step_applies(block.mixer.in_proj(x), state)
+            assert compiled_step_applies(block.mixer, block.mixer.in_proj(x), state)
             got, got_state = block.step(x, state)
         with torch.enable_grad():  # the torch ops (the compiled step is for inference only)
-            assert not block.mixer._compiled_step_applies(block.mixer.in_proj(x), state)
+            assert not compiled_step_applies(block.mixer, block.mixer.in_proj(x), state)
             expected, expected_state = block.step(x, state)
         torch.testing.assert_close(got, expected.detach())
         for a, e in zip(got_state, expected_state, strict=True):
@@ -55,12 +56,12 @@ def test_wrapped_projections_and_exports_use_the_torch_ops(monkeypatch):
 
     xz = torch.randn(1, 2 * config.d_inner)
     with torch.no_grad():
-        assert block.mixer._compiled_step_applies(xz, state)
+        assert compiled_step_applies(block.mixer, xz, state)
         for check in ("torch.onnx.is_in_onnx_export", "torch.compiler.is_compiling", "torch.jit.is_tracing"):
             with monkeypatch.context() as m:
                 m.setattr(check, lambda: True)
-                assert not block.mixer._compiled_step_applies(xz, state), check
+                assert not compiled_step_applies(block.mixer, xz, state), check
         wrapped = Wrapped(block.mixer.dt_proj.in_features, block.mixer.dt_proj.out_features)
         wrapped.load_state_dict(block.mixer.dt_proj.state_dict())
         block.mixer.dt_proj = wrapped
-        assert not block.mixer._compiled_step_applies(xz, state)
+        assert not compiled_step_applies(block.mixer, xz, state)

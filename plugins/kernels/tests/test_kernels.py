@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sigerlm.model.conv import causal_conv_act, causal_conv_silu, next_conv_state
+from sigerlm.model.conv import causal_conv_act, next_conv_state
+from sigerlm_kernels.ops import causal_conv_silu
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_next_conv_state_keeps_the_last_inputs():
 @pytest.mark.parametrize("b, k, v", [(1, 256, 1003), (3, 16, 8), (16, 33, 5), (2, 7, 4)])
 def test_linear_rows_matches_the_matmul(b, k, v):
     """The decode head's kernel: x @ w.t() for a few rows, w's rows in groups of four and a ragged rest."""
-    from sigerlm.model import kernels
+    from sigerlm_kernels import kernels
 
     torch.manual_seed(0)
     x, w = torch.randn(b, k, dtype=torch.float64), torch.randn(v, k, dtype=torch.float64)

@@ -6,6 +6,7 @@ They are compiled on first use with the machine's C++ compiler and cached by tor
 instruction set, this torch, this Python and this copy of the source: about a minute once, then a fraction of a second.
 Nothing is downloaded. Code that uses them is chosen explicitly (``scan: fused``); when they
 cannot be built the error says how to fix it or which pure-PyTorch back-end to choose instead.
+``siger kernels build`` builds them ahead of first use (an image, a deploy step).
 
 Processes that build at once take turns through a lock on ``sigerlm.lock`` in the build folder,
 which the operating system releases when its owner dies. A process that holds it may therefore
@@ -29,7 +30,7 @@ from typing import Any
 
 from sigerlm.errors import SigerError
 
-log = logging.getLogger("sigerlm.model")
+log = logging.getLogger("sigerlm.kernels")
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 DEFAULT_BUILD_TIMEOUT_S = 900.0
 #: rows up to which linear_rows / block_step beat torch's matmul (AMD EPYC, 1 thread: 1.7 vs 2.9 ms at 1 row)

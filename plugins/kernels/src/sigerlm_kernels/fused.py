@@ -1,6 +1,6 @@
 """The SSM block's training path as two autograd functions that keep little for the backward.
 
-Glossary as in ``sigerlm.model.block``: ``b`` batch, ``l`` length, ``d`` model width, ``di``
+Glossary as in core's ``sigerlm.model.block``: ``b`` batch, ``l`` length, ``d`` model width, ``di``
 (``d_inner``), ``n`` state size, ``r`` dt rank, ``R = r + 2n``.
 
 Composed of modules, a block keeps per position ``norm``'s output (for ``in_proj``'s weight
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sigerlm.model import kernels
+from sigerlm_kernels import kernels
 
 
 def _flat(t: Tensor) -> Tensor:

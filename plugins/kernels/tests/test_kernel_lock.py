@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sigerlm.model import kernels
+from sigerlm_kernels import kernels
 
 # what torch.utils.cpp_extension._jit_compile does around a build: a lock file in the build folder
 TORCH_LIKE_LOAD = """
@@ -78,7 +78,7 @@ def test_sigkill_during_the_first_build_does_not_hang_the_next_run(fake_build, t
     script = (
         TORCH_LIKE_LOAD
         + "\nfrom torch.utils import cpp_extension\ncpp_extension.load = load\n"
-        + "from sigerlm.model import kernels\nkernels._build()\n"
+        + "from sigerlm_kernels import kernels\nkernels._build()\n"
     )
     env = {**os.environ, "FAKE_BUILD_SECONDS": "600"}
     child = subprocess.Popen([sys.executable, "-c", script], env=env)
@@ -143,7 +143,7 @@ def test_a_real_build_killed_by_sigkill_is_rebuilt_by_the_next_run(tmp_path):
     """The issue's case end to end: SIGKILL during the first real compile, then a new process
     loads the kernels (about a minute of compiling) instead of waiting for ever."""
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions"), "OMP_NUM_THREADS": "1"}
-    load = "from sigerlm.model import kernels; kernels.load(); print('loaded')"
+    load = "from sigerlm_kernels import kernels; kernels.load(); print('loaded')"
     folder = tmp_path / "extensions" / kernels.extension_name()
     first = subprocess.Popen([sys.executable, "-c", load], env=env, start_new_session=True)
     try:

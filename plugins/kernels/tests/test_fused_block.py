@@ -1,14 +1,15 @@
-"""The block's whole-mixer autograd functions (``sigerlm.model.fused``) against the composition of
+"""The block's whole-mixer autograd functions (``sigerlm_kernels.fused``) against the composition of
 modules they replace: the same outputs bit for bit, the same gradients to rounding, float64
 gradcheck, less kept for the backward, and the composition wherever a module is wrapped."""
 
 import pytest
 import torch
 
-from sigerlm.model import kernels
 from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
-from sigerlm.model.fused import fused_mixer, norm_in_proj
+from sigerlm_kernels import kernels
+from sigerlm_kernels.backend import fuses_whole
+from sigerlm_kernels.fused import fused_mixer, norm_in_proj
 from sigerlm_testkit import saved_tensor_bytes
 
 # (batch, length, d_model, d_state): length 1, ragged 16-position chunks, batch 1, d_state 1
@@ -16,9 +17,10 @@ SHAPES = [(1, 1, 16, 4), (2, 37, 16, 4), (1, 64, 32, 16), (3, 17, 8, 1), (2, 100
 
 
 def composed(block):
-    """Hooks that do nothing but make the block run its modules one by one."""
+    """Hooks that do nothing but make the block run its modules one by one (the norm, conv and
+    gated-scan kernels between them)."""
     return [
-        block.mixer.register_forward_pre_hook(lambda *a: None),
+        block.mixer.in_proj.register_forward_pre_hook(lambda *a: None),
         block.mixer.out_proj.register_forward_hook(lambda *a: None),
     ]
 
@@ -48,7 +50,7 @@ def test_fused_block_equals_its_modules(shape, with_state):
     state = None
     if with_state:
         state = tuple(t.normal_().requires_grad_() for t in block.init_state(b))
-    assert block.mixer.fuses_whole(x)
+    assert fuses_whole(block.mixer, x)
     got, expected = run(block, x, state, False), run(block, x, state, True)
     names = ["out", "conv_state", "ssm_state"] + [name for name, _ in block.named_parameters()] + ["x"]
     names += ["d_conv_state", "d_ssm_state"] if with_state else []

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sigerlm.model.block import fused_rms_norm, uses_fused_norm
+from sigerlm_kernels.ops import fused_rms_norm, uses_fused_norm
 from sigerlm_testkit import saved_tensor_bytes
 
 
