@@ -44,16 +44,22 @@ def test_training_memory_is_bounded_by_a_chunk():
     assert saved - inputs_bytes < full / 4, f"saved {saved} bytes; the full state tensor is {full}"
 
 
-def test_unknown_back_ends_are_clear_errors():
+def test_unknown_back_ends_are_clear_errors(monkeypatch):
     args = [t.detach() for t in scan_inputs(1, 4, 4, 2, state=False) if t is not None]
     with pytest.raises(ScanBackendError, match="unknown scan back-end 'fast'; back-ends: reference, chunked"):
         selective_scan(*args, backend="fast")
-    with pytest.raises(ScanBackendError, match="unknown scan back-end 'fast'"):
-        Backbone(SigerConfig.from_profile("tiny", scan="fast"))
-    with pytest.raises(ConfigError, match="scan must be a back-end name"):
-        SigerConfig(scan="no such")
+    with pytest.raises(
+        ConfigError, match="scan must be one of reference, chunked.*got 'chunkd' .did you mean 'chunked'"
+    ):
+        SigerConfig(scan="chunkd")
     with pytest.raises(ConfigError, match="cannot register scan back-end 'chunked'"):
         register_scan("chunked", "somewhere:else")
+    # where sigerlm-kernels is not installed, the default says where it comes from, once
+    monkeypatch.setattr(config_module, "_installed_scans", lambda: {})
+    with pytest.raises(ConfigError, match=r"SigerConfig: scan 'fused' \(the default\) needs sigerlm-kernels[^;]*$"):
+        SigerConfig()
+    with pytest.raises(ScanBackendError, match="back-ends: reference, chunked .sigerlm-kernels provides it"):
+        scan_backend("fused")
 
 
 class Recording:
@@ -80,7 +86,8 @@ RECORDING = Recording()
 
 @pytest.fixture
 def recording(monkeypatch):
-    monkeypatch.setitem(config_module.SCAN_BACKENDS, "recording", f"{__name__}:RECORDING")
+    monkeypatch.setattr(config_module, "SCAN_BACKENDS", {})  # this test's registrations only
+    register_scan("recording", f"{__name__}:RECORDING")
     monkeypatch.setattr(scan_module, "_loaded", {})
     RECORDING.calls.clear()
     return RECORDING

@@ -9,7 +9,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import sigerlm_kernels  # noqa: F401 - registers scan: fused
 from sigerlm.model.backbone import Backbone
 from sigerlm.model.config import SigerConfig
 from sigerlm_text.losses import linear_cross_entropy

@@ -13,15 +13,12 @@ Fixtures:
 - ``run_manifest``: runs a manifest (a dict or a file) with ``plugin_manager`` in a temporary
   folder and returns the ``RunResult``.
 
-The session pins torch to one thread (the test machines have two shared cores) and, where
-sigerlm-kernels is installed, imports it, which registers ``scan: fused`` (the default) as loading
-the plugins does in a ``siger`` process.
+The session pins torch to one thread (the test machines have two shared cores).
 This module imports pytest only when pytest is installed, and never imports torch itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -84,8 +81,6 @@ if pytest is not None:
         except ImportError:
             return
         torch.set_num_threads(1)
-        with contextlib.suppress(ImportError):
-            import sigerlm_kernels  # noqa: F401 - registers scan: fused
 
     @pytest.fixture
     def plugin_manager() -> SigerPluginManager:

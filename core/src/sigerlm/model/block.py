@@ -11,9 +11,9 @@ convolution width.
     out = out_proj(y * act(z)) -> dropout -> + hidden
 
 This module is the definition in torch ops (with core's ``reference`` and ``chunked`` scans).
-A registered scan back-end (``SigerConfig.scan``, ``sigerlm.model.config.register_scan``; the
-default ``fused`` comes with sigerlm-kernels) is an object, given to every ``SSMBlock`` of the
-model as ``block.kernels``, with
+Any other ``SigerConfig.scan`` names a back-end an installed package declares (entry-point group
+``sigerlm.scans``; the default ``fused`` comes with sigerlm-kernels) or ``register_scan``
+registers: an object, given to every ``SSMBlock`` of the model as ``block.kernels``, with
 
 - ``selective_scan(u, dt, A, B, C, D, state) -> (y, last_state)``, the scan alone;
 - ``forward(block, hidden_states, state) -> (out, new_state)``, in place of

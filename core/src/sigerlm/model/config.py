@@ -5,9 +5,11 @@ This module imports no torch, so manifests are validated without it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
 from typing import Any
 
 from sigerlm.errors import SigerError, did_you_mean
@@ -16,17 +18,31 @@ NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("silu", "gelu", "relu")
 #: the scans core runs with torch ops (``sigerlm.model.scan``)
 SCANS = ("reference", "chunked")
-#: scan back-ends from other packages: name -> ``"module:attribute"`` of the back-end object, imported
-#: when a block first uses it (``register_scan``; sigerlm-kernels registers ``fused``, the default)
+#: the entry-point group where an installed package names its scan back-ends:
+#: ``fused = "sigerlm_kernels.backend:FUSED"`` (sigerlm-kernels; the default ``scan``)
+SCAN_GROUP = "sigerlm.scans"
+#: back-ends registered in this process (``register_scan``), beside the installed ones
 SCAN_BACKENDS: dict[str, str] = {}
 
 
 def register_scan(name: str, target: str) -> None:
-    """Make ``scan: name`` mean the back-end object at ``target`` (``"package.module:attribute"``);
-    see ``sigerlm.model.block`` for what a back-end provides. Registering a name again replaces it."""
+    """Make ``scan: name`` mean the back-end object at ``target`` (``"package.module:attribute"``)
+    in this process, as an installed package's ``sigerlm.scans`` entry point does; see
+    ``sigerlm.model.block`` for what a back-end provides."""
     if name in SCANS or not name.isidentifier() or ":" not in target:
         raise ConfigError(f"cannot register scan back-end {name!r} -> {target!r}: a new name and a 'module:attribute'")
     SCAN_BACKENDS[name] = target
+
+
+@functools.cache
+def _installed_scans() -> dict[str, str]:
+    return {ep.name: ep.value for ep in metadata.entry_points(group=SCAN_GROUP)}
+
+
+def scan_backends() -> dict[str, str]:
+    """Every scan back-end beyond core's, ``{name: "module:attribute"}``: the installed ones and
+    those registered in this process (which win). Nothing is imported."""
+    return {**_installed_scans(), **SCAN_BACKENDS}
 
 
 class ConfigError(SigerError, ValueError):
@@ -50,7 +66,7 @@ class SigerConfig:
     norm_eps: float = 1e-5
     activation: str = "silu"  # silu | gelu | relu
     max_seq_len: int = 128  # the training window
-    scan: str = "fused"  # selective-scan back-end: chunked (pure PyTorch) | reference (loop) | a registered one (fused)
+    scan: str = "fused"  # selective-scan back-end: fused (sigerlm-kernels) | chunked (pure PyTorch) | reference (loop)
     block: str = "ssm"  # the registered block every layer uses
     model_alias: str | None = None  # public identity SIGER-<ALIAS>
     profile: str | None = field(default=None, compare=False)  # the profile this came from
@@ -75,9 +91,11 @@ class SigerConfig:
             problems.append(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.scan, str) or not self.scan.isidentifier():
-            problems.append(f"scan must be a back-end name ({', '.join((*SCANS, *SCAN_BACKENDS))}), got {self.scan!r}")
-        for name, allowed in (("norm_type", NORMS), ("activation", ACTIVATIONS)):
+        scans = (*SCANS, *scan_backends())
+        if self.scan == "fused" and "fused" not in scans:  # said once, with where it comes from
+            scans += ("fused",)
+            problems.append("scan 'fused' (the default) needs sigerlm-kernels: pip install it, or set scan: chunked")
+        for name, allowed in (("norm_type", NORMS), ("activation", ACTIVATIONS), ("scan", scans)):
             value = getattr(self, name)
             if value not in allowed:
                 hint = did_you_mean(str(value), allowed)

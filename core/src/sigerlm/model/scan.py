@@ -14,9 +14,10 @@ Back-ends (``SigerConfig.scan``; the choice is explicit and logged, never a sile
 - ``reference``: the plain loop over positions, kept as the readable definition;
 - ``chunked``: the same loop in pure PyTorch, checkpointed per chunk so that training memory
   is bounded by a chunk, not by the whole ``(b, l, d, n)`` tensor; works wherever torch does;
-- a registered back-end (``sigerlm.model.config.register_scan``): an object whose
-  ``selective_scan`` this dispatches to, and which runs whole blocks (``sigerlm.model.block``).
-  ``fused``, the default, comes with sigerlm-kernels: compiled C++ kernels for the CPU.
+- a back-end an installed package names (entry-point group ``sigerlm.scans``, or
+  ``sigerlm.model.config.register_scan``): an object whose ``selective_scan`` this dispatches
+  to, and which runs whole blocks (``sigerlm.model.block``). ``fused``, the default, comes with
+  sigerlm-kernels: compiled C++ kernels for the CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from sigerlm.errors import SigerError
-from sigerlm.model.config import SCAN_BACKENDS
+from sigerlm.model.config import scan_backends
 
 CHUNK = 64  # positions per checkpointed chunk in the chunked back-end
 
@@ -78,20 +79,17 @@ _loaded: dict[str, Any] = {}
 
 
 def scan_backend(name: str) -> Any:
-    """The back-end object registered as ``name`` (imported on first use), or None for core's scans."""
+    """The back-end object named ``name`` (imported on first use), or None for core's scans."""
     if name in SCANS:
         return None
-    if name not in SCAN_BACKENDS:
-        hint = " (sigerlm-kernels registers it: pip install sigerlm-kernels, then load plugins or import it)"
-        raise ScanBackendError(
-            f"unknown scan back-end '{name}'; back-ends: {', '.join((*SCANS, *SCAN_BACKENDS))}"
-            + (hint if name == "fused" else "")
-        )
-    target = SCAN_BACKENDS[name]
-    if target not in _loaded:
-        module, _, attribute = target.partition(":")
-        _loaded[target] = getattr(importlib.import_module(module), attribute)
-    return _loaded[target]
+    backends = scan_backends()
+    if name not in backends:
+        hint = " (sigerlm-kernels provides it: pip install sigerlm-kernels)" if name == "fused" else ""
+        raise ScanBackendError(f"unknown scan back-end '{name}'; back-ends: {', '.join((*SCANS, *backends))}{hint}")
+    if backends[name] not in _loaded:
+        module, _, attribute = backends[name].partition(":")
+        _loaded[backends[name]] = getattr(importlib.import_module(module), attribute)
+    return _loaded[backends[name]]
 
 
 def selective_scan(
@@ -102,7 +100,7 @@ def selective_scan(
     C: Tensor,
     D: Tensor,
     state: Tensor | None = None,
-    backend: str = "chunked",
+    backend: str = "fused",
 ) -> tuple[Tensor, Tensor]:
     """Run the scan with the named back-end. Returns ``(y, last_state)``."""
     if u.shape[1] == 0:

@@ -11,6 +11,9 @@ Core's ``SSMBlock`` hands itself to ``FUSED.forward`` and ``FUSED.step`` (the co
   rows), or the mixer from conv to gate (``mixer_step``), in eager CPU inference; anything else
   (tracing, export, torch.compile, wrapped modules) runs the block's torch ops.
 
+A mixer with hooks of its own (none in SigerLM) is called as a module and runs core's torch ops
+around the fused scan.
+
 The conv and the gated scan are SiLU kernels: with another ``activation`` the block's torch ops
 run, with the fused scan alone.
 """
@@ -103,7 +106,7 @@ def compiled_step_applies(mixer: SSMMixer, x: Tensor, state: SSMState, *weights:
 
 
 class FusedKernels:
-    """The ``fused`` scan back-end (``register_scan("fused", "sigerlm_kernels.backend:FUSED")``)."""
+    """The ``fused`` scan back-end (entry point ``sigerlm.scans``: ``fused = "sigerlm_kernels.backend:FUSED"``)."""
 
     name = "fused"
 
@@ -114,7 +117,7 @@ class FusedKernels:
         """``block.mixer(block.norm(hidden), state)``: ``(b, l, d)`` -> ``(b, l, d)`` and the state."""
         norm, mixer = block.norm, block.mixer
         fused_norm = uses_fused_norm(norm, hidden)
-        if not plain(mixer, SSMMixer):  # a hooked mixer runs as a module
+        if not plain(mixer, SSMMixer):  # a hooked mixer runs as a module: its torch ops, the fused scan
             return mixer(fused_rms_norm(hidden, norm) if fused_norm else norm(hidden), state)
         if fused_norm and plain(mixer.in_proj, nn.Linear, bias=False):
             # norm and in_proj as one autograd function that keeps the input, not the normed rows
@@ -126,10 +129,13 @@ class FusedKernels:
     def step(self, block: SSMBlock, hidden: Tensor, state: SSMState) -> tuple[Tensor, SSMState] | None:
         """One position ``(b, d)`` through the whole block, or None where the kernels do not apply."""
         norm, mixer = block.norm, block.mixer
-        if not (plain(mixer, SSMMixer) and uses_fused_norm(norm, hidden)):
+        if not isinstance(mixer, SSMMixer):
             return None
+        fused_norm = eager_cpu(hidden) and uses_fused_norm(norm, hidden)
         if (
-            hidden.shape[0] <= kernels.ROW_KERNEL_ROWS
+            fused_norm
+            and hidden.shape[0] <= kernels.ROW_KERNEL_ROWS
+            and plain(mixer, SSMMixer)
             and plain(mixer.in_proj, nn.Linear, bias=False)
             and plain(mixer.out_proj, nn.Linear, bias=False)
             and compiled_step_applies(mixer, hidden, state, mixer.in_proj.weight, mixer.out_proj.weight)
@@ -140,14 +146,19 @@ class FusedKernels:
                 x_proj.weight, dt_proj.weight, dt_proj.bias, mixer.A_log, mixer.D, mixer.out_proj.weight,
             )  # fmt: skip
             return hidden, (conv_state, ssm_state)
+        normed = fused_rms_norm(hidden, norm) if fused_norm else norm(hidden)  # (b, d); inference: no graph
         if not compiled_step_applies(mixer, hidden, state):
-            return None
-        xz = mixer.in_proj(fused_rms_norm(hidden, norm))  # (b, 2 * d_inner); inference: no graph
+            out, state = mixer.step(normed, state)  # the torch ops
+            return hidden + out, state
         conv, x_proj, dt_proj = mixer.conv1d, mixer.x_proj, mixer.dt_proj
         y, conv_state, ssm_state = kernels.load().mixer_step(
-            xz, *state, conv.weight, conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, mixer.A_log, mixer.D
-        )  # (b, d_inner), (b, d_inner, k - 1), (b, d_inner, n)
+            mixer.in_proj(normed), *state, conv.weight, conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias,
+            mixer.A_log, mixer.D,
+        )  # fmt: skip  # (b, d_inner), (b, d_inner, k - 1), (b, d_inner, n)
         return hidden + mixer.out_proj(y), (conv_state, ssm_state)
+
+    def __reduce__(self) -> str:
+        return "FUSED"  # copies and pickles of a model keep the one back-end object
 
 
 #: the back-end object core's blocks use for ``scan: fused``

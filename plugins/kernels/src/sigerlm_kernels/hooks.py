@@ -1,7 +1,7 @@
 """Hook implementations of sigerlm-kernels (entry point ``kernels``).
 
-Importing this module imports the package, which registers the ``fused`` scan back-end; it stays
-light (no torch): every ``siger`` call imports it.
+Light (no torch): every ``siger`` call imports it. (The ``fused`` scan back-end is found through
+the entry-point group ``sigerlm.scans``, whether or not this plugin is loaded.)
 """
 
 from __future__ import annotations
