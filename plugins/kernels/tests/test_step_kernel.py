@@ -65,3 +65,39 @@ def test_wrapped_projections_and_exports_use_the_torch_ops(monkeypatch):
         wrapped.load_state_dict(block.mixer.dt_proj.state_dict())
         block.mixer.dt_proj = wrapped
         assert not compiled_step_applies(block.mixer, xz, state)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected_calls"),
+    [
+        ({}, ["block_step"]),
+        ({"norm_type": "layernorm"}, ["mixer_step"]),
+        ({"activation": "gelu"}, ["rms_norm_forward"]),
+    ],
+    ids=["rmsnorm-silu", "layernorm", "gelu"],
+)
+def test_each_decode_step_takes_its_compiled_path_and_equals_the_torch_step(overrides, expected_calls, monkeypatch):
+    """The whole block in one call where it applies; with a LayerNorm the mixer's compiled step;
+    with another activation the RMSNorm kernel and the mixer's torch ops. Each equals the step of
+    torch ops (gradients enabled: no kernel runs)."""
+    from sigerlm_kernels import kernels
+
+    real, calls = kernels.load(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(kernels, "load", Spy)
+    block, state, config = block_and_state(2, **overrides)
+    x = torch.randn(2, config.d_model)
+    with torch.no_grad():
+        got, got_state = block.step(x, state)
+    assert calls == expected_calls
+    calls.clear()
+    expected, expected_state = block.step(x, state)
+    assert calls == []
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_state, expected_state, strict=True):
+        torch.testing.assert_close(a, e.detach(), rtol=1e-5, atol=1e-5)
