@@ -7,7 +7,6 @@ import torch
 
 from sigerlm.model.block import SSMBlock
 from sigerlm.model.config import SigerConfig
-from sigerlm_kernels import kernels
 from sigerlm_kernels.backend import fuses_whole
 from sigerlm_kernels.fused import fused_mixer, norm_in_proj
 from sigerlm_testkit import saved_tensor_bytes
@@ -126,17 +125,10 @@ def test_a_wrapped_module_runs_the_composition():
 
 
 @pytest.mark.parametrize("rows", [1, 3, 16])
-def test_block_step_kernel_equals_the_step_of_modules_and_the_forward(rows, monkeypatch):
+def test_block_step_kernel_equals_the_step_of_modules_and_the_forward(rows, kernel_calls):
     """The compiled whole-block step (``block_step``) against the block's step run module by
     module and against the full forward of that one position, states included."""
-    real, calls = kernels.load(), []
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setattr(kernels, "load", Spy)
+    calls = kernel_calls
     torch.manual_seed(0)
     block = SSMBlock(SigerConfig(d_model=48, n_layers=2, d_state=5), 0).eval()
     x = torch.randn(rows, 48)

@@ -76,20 +76,11 @@ def test_wrapped_projections_and_exports_use_the_torch_ops(monkeypatch):
     ],
     ids=["rmsnorm-silu", "layernorm", "gelu"],
 )
-def test_each_decode_step_takes_its_compiled_path_and_equals_the_torch_step(overrides, expected_calls, monkeypatch):
+def test_each_decode_step_takes_its_compiled_path_and_equals_the_torch_step(overrides, expected_calls, kernel_calls):
     """The whole block in one call where it applies; with a LayerNorm the mixer's compiled step;
     with another activation the RMSNorm kernel and the mixer's torch ops. Each equals the step of
     torch ops (gradients enabled: no kernel runs)."""
-    from sigerlm_kernels import kernels
-
-    real, calls = kernels.load(), []
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setattr(kernels, "load", Spy)
+    calls = kernel_calls
     block, state, config = block_and_state(2, **overrides)
     x = torch.randn(2, config.d_model)
     with torch.no_grad():
