@@ -56,8 +56,8 @@ def make_translate(src: str, tgt: str) -> Any:
 
 
 def reason(session: Any, arg: str) -> str:
-    from sigerlm_lampung.cli import format_gloss
     from sigerlm_lampung.service import get_router, get_translator
+    from sigerlm_lampung.translator import format_gloss
 
     if not arg.strip():
         return "usage: /reason TEXT (a Lampung, Indonesian or English sentence)"

@@ -134,6 +134,7 @@ def gloss(
     """Word-by-word gloss with where each reading comes from (phrase table, affixes, spelling, unknown)."""
     from sigerlm.errors import SigerError
     from sigerlm_lampung.service import get_translator
+    from sigerlm_lampung.translator import format_gloss
 
     try:
         rows = get_translator(data_dir).gloss(" ".join(text), src, tgt)
@@ -143,19 +144,6 @@ def gloss(
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     typer.echo(format_gloss(rows))
-
-
-def format_gloss(rows: list[dict]) -> str:
-    lines = []
-    for row in rows:
-        readings = "; ".join(
-            f"{r['translation']} ({r['from']}, p={r['p']}"
-            + (f", t={r['alignment']}" if r.get("alignment") else "")
-            + ")"
-            for r in row["readings"]
-        )
-        lines.append(f"{row['word']}: {readings}")
-    return "\n".join(lines)
 
 
 @app.command("route")

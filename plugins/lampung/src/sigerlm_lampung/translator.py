@@ -542,3 +542,17 @@ def fallback_prompt(text: str, src: str, tgt: str, hint: Result) -> str:
     if hint.unknown:
         lines.append("Kata tidak dikenal: " + ", ".join(hint.unknown))
     return "\n".join(lines)
+
+
+def format_gloss(rows: list[dict]) -> str:
+    """``Translator.gloss`` rows as text, a line a word (``siger lampung gloss``, the chat's reasoning)."""
+    lines = []
+    for row in rows:
+        readings = "; ".join(
+            f"{r['translation']} ({r['from']}, p={r['p']}"
+            + (f", t={r['alignment']}" if r.get("alignment") else "")
+            + ")"
+            for r in row["readings"]
+        )
+        lines.append(f"{row['word']}: {readings}")
+    return "\n".join(lines)

@@ -146,7 +146,7 @@ def seasonal_naive(context: np.ndarray, horizon: int, season: int) -> np.ndarray
 def evaluate_step(run: Any, o: Any) -> dict[str, float]:
     """Score the run's model with the evaluator that fits its head, and log the result."""
     from sigerlm.assemble import current_model
-    from sigerlm_timeseries.hooks import ClassificationEvalOptions, ForecastEvalOptions
+    from sigerlm_timeseries.options import ClassificationEvalOptions, ForecastEvalOptions
 
     head = getattr(getattr(current_model(run).adapter, "options", None), "head", None)
     if head == "classify":

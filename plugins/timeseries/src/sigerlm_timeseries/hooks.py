@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sigerlm import hookimpl
+from sigerlm_timeseries.options import ClassificationEvalOptions, EvaluateStepOptions, ForecastEvalOptions
 
 
 class SeriesOptions(BaseModel):
@@ -110,32 +111,6 @@ class CsvOptions(BaseModel):
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of name (an aeon-bundled series) or path (a CSV file)")
         return self
-
-
-class ClassificationEvalOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    split: str = Field("test", description="The data split (under data:) to score.")
-    prefixes: list[float] = Field(
-        default_factory=lambda: [0.1, 0.25, 0.5, 1.0], description="Fractions of each series for prefix accuracy."
-    )
-    batches: int | None = Field(None, ge=1, description="Score at most this many batches.")
-
-
-class ForecastEvalOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    split: str = "test"
-    season: int = Field(1, ge=1, description="The season m of MASE's scale and of the seasonal-naive baseline.")
-    batches: int | None = Field(None, ge=1)
-
-
-class EvaluateStepOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    split: str = "test"
-    prefixes: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
-    season: int = Field(1, ge=1)
 
 
 @hookimpl
