@@ -108,8 +108,6 @@ def compiled_step_applies(mixer: SSMMixer, x: Tensor, state: SSMState, *weights:
 class FusedKernels:
     """The ``fused`` scan back-end (entry point ``sigerlm.scans``: ``fused = "sigerlm_kernels.backend:FUSED"``)."""
 
-    name = "fused"
-
     def selective_scan(self, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, state: Any = None):
         return selective_scan_fused(u, dt, A, B, C, D, state)
 
@@ -117,14 +115,13 @@ class FusedKernels:
         """``block.mixer(block.norm(hidden), state)``: ``(b, l, d)`` -> ``(b, l, d)`` and the state."""
         norm, mixer = block.norm, block.mixer
         fused_norm = uses_fused_norm(norm, hidden)
-        if not plain(mixer, SSMMixer):  # a hooked mixer runs as a module: its torch ops, the fused scan
-            return mixer(fused_rms_norm(hidden, norm) if fused_norm else norm(hidden), state)
-        if fused_norm and plain(mixer.in_proj, nn.Linear, bias=False):
+        if fused_norm and plain(mixer, SSMMixer) and plain(mixer.in_proj, nn.Linear, bias=False):
             # norm and in_proj as one autograd function that keeps the input, not the normed rows
-            xz = norm_in_proj(hidden, norm.weight, norm_eps(norm, hidden), mixer.in_proj.weight)
-        else:
-            xz = mixer.in_proj(fused_rms_norm(hidden, norm) if fused_norm else norm(hidden))  # (b, l, 2 * d_inner)
-        return mix(mixer, xz, state)
+            return mix(mixer, norm_in_proj(hidden, norm.weight, norm_eps(norm, hidden), mixer.in_proj.weight), state)
+        normed = fused_rms_norm(hidden, norm) if fused_norm else norm(hidden)  # (b, l, d)
+        if not plain(mixer, SSMMixer):  # a hooked mixer runs as a module: its torch ops, the fused scan
+            return mixer(normed, state)
+        return mix(mixer, mixer.in_proj(normed), state)
 
     def step(self, block: SSMBlock, hidden: Tensor, state: SSMState) -> tuple[Tensor, SSMState] | None:
         """One position ``(b, d)`` through the whole block, or None where the kernels do not apply."""

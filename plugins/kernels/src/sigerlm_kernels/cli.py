@@ -34,5 +34,5 @@ def info_command() -> None:
     from sigerlm_kernels import kernels
 
     info = _info()
-    built = any(p.suffix == ".so" for p in kernels.build_folder(info["name"]).glob("*.so"))
+    built = any(kernels.build_folder(info["name"]).glob("*.so"))
     typer.echo(json.dumps({**info, "built": built}, indent=2))
